@@ -1,0 +1,74 @@
+"""How well a VQGAN reconstructs held-out images: PSNR, codebook usage, Fréchet distance."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import torch
+
+from clipgen.engine.dist import all_reduce_sum
+from clipgen.eval.features import FeatureFn
+from clipgen.eval.frechet import FeatureStats, frechet_distance_of
+
+
+def psnr_per_image(x: torch.Tensor, xrec: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of images in [-1, 1], measured on the [0, 1] scale, one value per image."""
+    mse = ((x.float() - xrec.float().clamp(-1, 1)) / 2).pow(2).flatten(1).mean(dim=1)
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def evaluate_reconstruction(
+    model,
+    batches: Iterable[dict],
+    device: torch.device,
+    features: FeatureFn,
+    feature_name: str,
+    autocast_dtype: torch.dtype | None = None,
+    max_images: int = 0,
+) -> dict[str, float]:
+    """Statistics over every rank's share of the held-out images (summed across ranks)."""
+    n_embed = model.config.n_embed
+    psnr_sum = torch.zeros((), dtype=torch.float64)
+    count = torch.zeros((), dtype=torch.float64)
+    code_counts = torch.zeros(n_embed, dtype=torch.float64)
+    real_stats = fake_stats = None
+    autocast = (
+        torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    )
+    for batch in batches:
+        x = batch["image"].to(device, non_blocking=True)
+        with autocast:
+            xrec, quantized = model(x)
+        xrec = xrec.float().clamp(-1, 1)
+        psnr_sum += psnr_per_image(x, xrec).sum().double().cpu()
+        count += x.shape[0]
+        code_counts += torch.bincount(quantized.indices.flatten(), minlength=n_embed).double().cpu()
+        real, fake = features(x), features(xrec)
+        if real_stats is None:
+            real_stats, fake_stats = FeatureStats(real.shape[1]), FeatureStats(real.shape[1])
+        real_stats.add(real)
+        fake_stats.add(fake)
+        if max_images and count.item() >= max_images:
+            break
+    for tensor in (psnr_sum, count, code_counts):
+        all_reduce_sum(tensor)
+    if count.item() == 0:
+        raise ValueError("the held-out shards yielded no images")
+    metrics = {
+        "psnr": (psnr_sum / count).item(),
+        "codebook_usage_pct": 100.0 * (code_counts > 0).double().mean().item(),
+        "images": count.item(),
+    }
+    # Ranks that saw no images still join the reduction with zero statistics.
+    dim = real_stats.total.numel() if real_stats is not None else None
+    dims = all_reduce_sum(torch.tensor([float(dim or 0)])).item()
+    if real_stats is None:
+        real_stats = FeatureStats(int(dims))
+        fake_stats = FeatureStats(int(dims))
+    real_stats.all_reduce()
+    fake_stats.all_reduce()
+    if real_stats.count.item() >= 2:
+        metrics[f"fd_{feature_name}"] = frechet_distance_of(real_stats, fake_stats)
+    return metrics

@@ -1,0 +1,87 @@
+"""Loading CompVis/taming-transformers VQGANs: a Lightning `.ckpt` plus its YAML config.
+
+The YAML's `model.params` carries `embed_dim`, `n_embed` and the encoder/decoder `ddconfig`.
+The checkpoint's `state_dict` holds the model under taming's names, plus the discriminator and
+LPIPS under `loss.*`; those are training-only and dropped on purpose. Taming's quantiser is its
+legacy form (β on the codebook term), which only matters if the model is trained further.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
+
+from clipgen.config import ConfigError
+from clipgen.models.quantize import QuantizerConfig
+from clipgen.models.weights import load_state_strict
+
+if TYPE_CHECKING:
+    from clipgen.models.vqgan import VQGAN
+
+_DDCONFIG_KEYS = (
+    "resolution", "in_channels", "out_ch", "ch", "ch_mult", "num_res_blocks",
+    "attn_resolutions", "dropout", "z_channels",
+)  # fmt: skip
+
+
+def taming_config(config_path: str | Path):
+    """The VQGANConfig described by a taming YAML file."""
+    from clipgen.models.vqgan import VQGANConfig
+
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise FileNotFoundError(f"taming config not found: {config_path}")
+    raw = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    try:
+        params = raw["model"]["params"]
+        dd = params["ddconfig"]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{config_path}: expected model.params.ddconfig as in taming's configs") from None
+    if dd.get("double_z", False):
+        raise ConfigError(f"{config_path}: double_z: true is a KL autoencoder, not a VQGAN")
+    missing = [k for k in _DDCONFIG_KEYS if k not in dd and k != "dropout"]
+    if missing:
+        raise ConfigError(f"{config_path}: ddconfig lacks {', '.join(missing)}")
+    ddconfig = {k: dd[k] for k in _DDCONFIG_KEYS if k in dd}
+    ddconfig["ch_mult"] = list(ddconfig["ch_mult"])
+    ddconfig["attn_resolutions"] = list(ddconfig["attn_resolutions"])
+    return VQGANConfig(
+        **ddconfig,
+        embed_dim=int(params["embed_dim"]),
+        n_embed=int(params["n_embed"]),
+        quantizer=QuantizerConfig(beta=0.25, legacy_beta=True),
+    )
+
+
+def read_lightning_state_dict(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a Lightning checkpoint, without executing pickled code."""
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"taming checkpoint not found: {ckpt_path}")
+    try:
+        ckpt: Any = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # Some Lightning checkpoints pickle callback objects beside the weights; refusing them
+        # is safer than executing them. Saving `ckpt["state_dict"]` alone, once, in a trusted
+        # environment makes the file loadable.
+        raise ValueError(
+            f"{ckpt_path} holds objects other than tensors, which are not loaded for safety "
+            f"({str(err).splitlines()[0]}). In an environment you trust, re-save just the weights: "
+            "torch.save({'state_dict': torch.load(p, weights_only=False)['state_dict']}, out)"
+        ) from None
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{ckpt_path} has no state_dict")
+    return state
+
+
+def load_taming_vqgan(cls: type["VQGAN"], ckpt_path: str | Path | None, config_path: str | Path) -> "VQGAN":
+    model = cls(taming_config(config_path))
+    if ckpt_path is not None:
+        state = {k: v for k, v in read_lightning_state_dict(ckpt_path).items() if not k.startswith("loss.")}
+        load_state_strict(model, state, source=str(ckpt_path))
+    return model

@@ -1,0 +1,130 @@
+"""The VQGAN: encoder -> 1x1 conv -> vector quantiser -> 1x1 conv -> decoder.
+
+Parameter names are taming-transformers' (`encoder.*`, `quant_conv.*`, `quantize.embedding.weight`,
+`post_quant_conv.*`, `decoder.*`), so `VQGAN.from_taming` loads its checkpoints directly. The
+native format is a directory with `config.json` and `model.safetensors` (`save_pretrained`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clipgen.config import ConfigError, from_dict, to_dict
+from clipgen.engine.atomic import atomic_write
+from clipgen.models.autoencoder import Decoder, Encoder
+from clipgen.models.quantize import QuantizerConfig, QuantizerOutput, VectorQuantizer
+from clipgen.models.weights import load_state_strict
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT_TAG = "clipgen-vqgan"
+
+
+@dataclass
+class VQGANConfig:
+    resolution: int = 256
+    in_channels: int = 3
+    out_ch: int = 3
+    ch: int = 128
+    ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
+    num_res_blocks: int = 2
+    attn_resolutions: list[int] = field(default_factory=lambda: [16])
+    dropout: float = 0.0
+    z_channels: int = 256
+    embed_dim: int = 256
+    n_embed: int = 16384
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def token_grid(self) -> int:
+        """Side of the token grid for images of side `resolution`."""
+        return self.resolution // self.downsample_factor
+
+
+class VQGAN(nn.Module):
+    def __init__(self, config: VQGANConfig):
+        super().__init__()
+        self.config = config
+        shared = dict(
+            ch=config.ch,
+            ch_mult=config.ch_mult,
+            num_res_blocks=config.num_res_blocks,
+            attn_resolutions=config.attn_resolutions,
+            resolution=config.resolution,
+            z_channels=config.z_channels,
+            dropout=config.dropout,
+        )
+        self.encoder = Encoder(in_channels=config.in_channels, **shared)
+        self.decoder = Decoder(out_ch=config.out_ch, **shared)
+        self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1)
+        self.quantize = VectorQuantizer(config.n_embed, config.embed_dim, config.quantizer)
+        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+
+    # --- the model -----------------------------------------------------------------------------
+
+    def encode(self, x: torch.Tensor) -> QuantizerOutput:
+        """Images in [-1, 1], NCHW -> quantised codes, VQ loss and indices."""
+        return self.quantize(self.quant_conv(self.encoder(x)))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.post_quant_conv(codes))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
+        quantized = self.encode(x)
+        return self.decode(quantized.quantized), quantized
+
+    @torch.no_grad()
+    def encode_to_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1], NCHW -> LongTensor[B, h, w] of codebook indices."""
+        return self.encode(x).indices
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """LongTensor[B, h, w] -> images Tensor[B, 3, H, W] (nominally in [-1, 1])."""
+        return self.decode(self.quantize.indices_to_codes(indices))
+
+    # --- native format ---------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_write(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": FORMAT_TAG})
+        meta = {"format": FORMAT_TAG, **to_dict(self.config)}
+        with atomic_write(directory / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "VQGAN":
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: not a VQGAN directory written by save_pretrained")
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+        if meta.pop("format", None) != FORMAT_TAG:
+            raise ConfigError(f"{config_path} is not a clipgen VQGAN config (no format: {FORMAT_TAG})")
+        model = cls(from_dict(VQGANConfig, meta))
+        load_state_strict(model, load_file(str(weights_path), device=map_location), source=str(weights_path))
+        return model
+
+    @classmethod
+    def from_taming(cls, ckpt_path: str | Path | None, config_path: str | Path) -> "VQGAN":
+        """A taming-transformers VQGAN from its Lightning checkpoint and YAML config."""
+        from clipgen.models.taming import load_taming_vqgan
+
+        return load_taming_vqgan(cls, ckpt_path, config_path)

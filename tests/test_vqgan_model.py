@@ -1,0 +1,111 @@
+"""The VQGAN reproduces taming-transformers and round-trips through its native format."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clipgen.config import load_config
+from clipgen.models.vqgan import VQGAN, VQGANConfig
+from clipgen.train.vqgan import VQGANTrainConfig
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
+TINY = DATA / "taming_tiny"
+
+
+def reference_shapes() -> dict[str, str]:
+    lines = (DATA / "taming_f16_16384_shapes.txt").read_text().splitlines()
+    return dict(line.split() for line in lines if line.strip())
+
+
+def shapes_of(model: torch.nn.Module) -> dict[str, str]:
+    return {k: "x".join(map(str, v.shape)) for k, v in model.state_dict().items()}
+
+
+def test_taming_f16_yaml_builds_the_reference_keys_and_shapes():
+    with torch.device("meta"):  # the shapes without allocating 76M parameters
+        model = VQGAN.from_taming(None, ROOT / "configs/taming/vqgan_f16_16384.yaml")
+    assert shapes_of(model) == reference_shapes()
+
+
+def test_native_f16_config_builds_the_same_architecture():
+    cfg = load_config(VQGANTrainConfig, ROOT / "configs/vqgan/f16_16384.yaml")
+    with torch.device("meta"):
+        model = VQGAN(cfg.model)
+    assert shapes_of(model) == reference_shapes()
+    assert cfg.model.token_grid == 16
+
+
+def test_from_taming_reproduces_taming_indices_and_pixels():
+    ref = load_file(str(TINY / "reference.safetensors"))
+    model = VQGAN.from_taming(TINY / "model.ckpt", TINY / "config.yaml").eval()
+    indices = model.encode_to_indices(ref["input"])
+    assert indices.dtype == torch.int64 and indices.shape == ref["indices"].shape
+    assert torch.equal(indices, ref["indices"])
+    torch.testing.assert_close(model.decode_indices(ref["indices"]), ref["decoded_from_indices"], atol=1e-4, rtol=0)
+    xrec, _ = model(ref["input"])
+    torch.testing.assert_close(xrec, ref["decoded"], atol=1e-4, rtol=0)
+
+
+def _write_ckpt(tmp_path, state):
+    path = tmp_path / "edited.ckpt"
+    torch.save({"state_dict": state}, path)
+    return path
+
+
+def test_from_taming_drops_loss_keys_and_names_any_other_mismatch(tmp_path):
+    state = torch.load(TINY / "model.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("loss.") for k in state)  # the fixture carries them, as real ckpts do
+    missing = {k: v for k, v in state.items() if k != "quant_conv.bias"}
+    with pytest.raises(ValueError, match=r"missing keys: quant_conv\.bias"):
+        VQGAN.from_taming(_write_ckpt(tmp_path, missing), TINY / "config.yaml")
+    extra = {**state, "decoder.extra.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"unexpected keys: decoder\.extra\.weight"):
+        VQGAN.from_taming(_write_ckpt(tmp_path, extra), TINY / "config.yaml")
+
+
+def test_from_taming_wrong_paths_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="taming checkpoint not found"):
+        VQGAN.from_taming(tmp_path / "none.ckpt", TINY / "config.yaml")
+    with pytest.raises(FileNotFoundError, match="taming config not found"):
+        VQGAN.from_taming(None, tmp_path / "none.yaml")
+
+
+class PickledCallback:
+    """Stands for a Lightning callback object pickled beside the weights."""
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "objects.ckpt"
+    torch.save({"state_dict": {}, "callbacks": PickledCallback()}, path)
+    with pytest.raises(ValueError, match="not loaded for safety"):
+        VQGAN.from_taming(path, TINY / "config.yaml")
+
+
+def tiny_config(**overrides) -> VQGANConfig:
+    base = dict(resolution=16, ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8], z_channels=8, embed_dim=4, n_embed=32)
+    return VQGANConfig(**{**base, **overrides})
+
+
+def test_save_and_from_pretrained_round_trip(tmp_path):
+    model = VQGAN(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "vq")
+    assert sorted(p.name for p in (tmp_path / "vq").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = VQGAN.from_pretrained(tmp_path / "vq").eval()
+    assert loaded.config == model.config
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(loaded.encode_to_indices(x), model.encode_to_indices(x))
+    assert loaded.encode_to_indices(x).shape == (2, 8, 8)
+    assert loaded.decode_indices(loaded.encode_to_indices(x)).shape == (2, 3, 16, 16)
+
+
+def test_from_pretrained_rejects_weights_of_another_config(tmp_path):
+    VQGAN(tiny_config()).save_pretrained(tmp_path / "a")
+    VQGAN(tiny_config(n_embed=64)).save_pretrained(tmp_path / "b")
+    (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"shape mismatches: quantize\.embedding\.weight"):
+        VQGAN.from_pretrained(tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="not a VQGAN directory"):
+        VQGAN.from_pretrained(tmp_path / "missing")
