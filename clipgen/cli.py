@@ -1,8 +1,8 @@
 """The `clipgen` command (also `python -m clipgen`).
 
 Each subcommand lives in `clipgen/commands/<name>.py` with `add_arguments(parser)` and
-`run(args) -> int`; modules are imported only when their command runs, so `clipgen --help`
-stays fast and a heavy import in one command never slows another.
+`run(args) -> int`. Those modules import only argparse at the top and their heavy dependencies
+inside `run`, so `clipgen --help` stays fast and one command's imports never slow another.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-shapes": ("make_shapes", "draw the shapes-zh corpus into webdataset shards"),
     "convert": ("convert", "convert a folder, EasyNLP/MUGE TSV or FFRecord files to shards"),
     "train-vqgan": ("train_vqgan", "train the VQGAN (same as train_vqgan.py)"),
+    "lpips-weights": ("lpips_weights", "build the LPIPS weights file from VGG16 and lpips' heads"),
     "demo": ("demo", "run the pipeline on shapes-zh, end to end"),
 }
 

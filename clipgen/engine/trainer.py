@@ -162,6 +162,8 @@ class Trainer:
                     self.save()
                 if stopping:
                     break
+            if not last_eval:  # resumed a run that had already finished: report it anyway
+                last_eval = self.task.evaluate(self.step)
         finally:
             logger.close()
         if self.info.is_main:

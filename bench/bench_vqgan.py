@@ -1,0 +1,73 @@
+"""VQGAN training-step time by batch size, measured side by side in one run.
+
+    python bench/bench_vqgan.py                       # shapes32 config on this machine's device
+    python bench/bench_vqgan.py --config configs/vqgan/f16_16384.yaml --batch-sizes 1 2 4
+
+Each row is one full optimizer step of `VQGANTask.train_step` (forward, reconstruction + VQ loss,
+backward, AdamW, EMA; with `--gan`, also the discriminator and the adaptive weight) on random
+images, after warm-up steps. The ratio column compares images/s to the smallest batch size in
+the same run, which is what survives the noise of a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from clipgen.config import load_config  # noqa: E402
+from clipgen.engine.dist import init_distributed  # noqa: E402
+from clipgen.train.vqgan import VQGANTask, VQGANTrainConfig  # noqa: E402
+
+
+def time_steps(cfg: VQGANTrainConfig, batch_size: int, warmup: int, steps: int) -> float:
+    """Seconds per optimizer step."""
+    info = init_distributed(cfg.run.device)
+    task = VQGANTask(cfg, info)
+    size = cfg.model.resolution
+    batch = {"image": torch.rand(batch_size, 3, size, size, device=info.device) * 2 - 1}
+    for step in range(warmup):
+        task.train_step([batch], step)
+    if info.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for step in range(warmup, warmup + steps):
+        task.train_step([batch], step)
+    if info.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs/vqgan/shapes32.yaml"))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8, 16, 32, 64])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--gan", action="store_true", help="include the discriminator and adaptive weight")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    overrides = ["loss.perceptual_weight=0", "run.ema_decay=0.999", *args.overrides]
+    if args.gan:
+        overrides += ["loss.disc_weight=0.75", "loss.disc_start=0"]
+    cfg = load_config(VQGANTrainConfig, args.config, overrides)
+    device = "cuda" if torch.cuda.is_available() and cfg.run.device != "cpu" else "cpu"
+    print(f"# bench_vqgan: {Path(args.config).name}, device {device}, torch threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} CPU cores, precision {cfg.run.precision}, gan {args.gan}")
+    print(f"{'batch':>6} {'ms/step':>9} {'images/s':>9} {'img/s ratio':>12}")
+    base = None
+    for batch_size in args.batch_sizes:
+        seconds = time_steps(cfg, batch_size, args.warmup, args.steps)
+        rate = batch_size / seconds
+        base = base or rate
+        print(f"{batch_size:>6} {1000 * seconds:>9.1f} {rate:>9.1f} {rate / base:>12.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

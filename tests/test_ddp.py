@@ -1,0 +1,63 @@
+"""Real DDP under torchrun: 2 CPU processes on gloo."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipgen.commands.make_shapes import make_shapes
+from clipgen.engine.checkpoint import latest_checkpoint, load_checkpoint
+from clipgen.engine.dist import free_port
+from test_train_vqgan import SHAPES32, tiny_overrides
+
+TESTS = Path(__file__).parent
+SHARD_SIZE = 8
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp_shapes")
+    make_shapes(root / "train", 64, size=16, seed=0, shard_size=SHARD_SIZE)
+    make_shapes(root / "heldout", 16, size=16, seed=1, shard_size=SHARD_SIZE)
+    return root
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_ranks_read_different_shards_and_hold_identical_weights_after_a_step(shards, tmp_path):
+    overrides = [a for a in tiny_overrides(shards, tmp_path / "run", 1) if a != "--set"]
+    overrides += ["loss.disc_start=0"]  # the GAN path too, so the discriminator's DDP is exercised
+    torchrun(str(TESTS / "ddp_probe.py"), str(SHAPES32), str(tmp_path), *overrides)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+
+    def shards_of(keys):  # shapes-zh keys are the sample index
+        return {int(k) // SHARD_SIZE for k in keys}
+
+    assert rank0["keys"] and rank1["keys"]
+    assert not shards_of(rank0["keys"]) & shards_of(rank1["keys"])
+    for key, value in rank0["after"].items():
+        assert torch.equal(value, rank1["after"][key]), key
+    for key, value in rank0["disc"].items():
+        if "running" not in key and "num_batches" not in key:  # BatchNorm statistics stay per rank
+            assert torch.equal(value, rank1["disc"][key]), key
+    changed = [k for k in rank0["after"] if not torch.equal(rank0["after"][k], rank0["before"][k])]
+    assert len(changed) > len(rank0["after"]) // 2  # a real step happened
+
+
+def test_train_vqgan_script_runs_under_torchrun_and_resumes(shards, tmp_path):
+    out = tmp_path / "run"
+    script = str(TESTS.parent / "train_vqgan.py")
+    torchrun(script, "--config", str(SHAPES32), *tiny_overrides(shards, out, 2))
+    torchrun(script, "--resume", str(out), "--set", "run.max_steps=4")
+    state = load_checkpoint(latest_checkpoint(out / "checkpoints"))
+    assert state["step"] == 4
+    assert (out / "model" / "model.safetensors").is_file()
