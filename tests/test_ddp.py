@@ -56,8 +56,9 @@ def test_ranks_read_different_shards_and_hold_identical_weights_after_a_step(sha
 def test_train_vqgan_script_runs_under_torchrun_and_resumes(shards, tmp_path):
     out = tmp_path / "run"
     script = str(TESTS.parent / "train_vqgan.py")
-    torchrun(script, "--config", str(SHAPES32), *tiny_overrides(shards, out, 2))
+    # two micro-batches per step: the first accumulates without a gradient all-reduce (no_sync)
+    torchrun(script, "--config", str(SHAPES32), *tiny_overrides(shards, out, 2), "--set", "run.grad_accum=2")
     torchrun(script, "--resume", str(out), "--set", "run.max_steps=4")
     state = load_checkpoint(latest_checkpoint(out / "checkpoints"))
-    assert state["step"] == 4
+    assert state["step"] == 4 and state["data"]["batches"] == 8
     assert (out / "model" / "model.safetensors").is_file()
