@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -12,16 +13,12 @@ from clipgen.config import load_config
 log = logging.getLogger("clipgen.demo")
 
 
+@contextlib.contextmanager
 def _timed(stage_times: dict[str, float], name: str):
-    class _Timer:
-        def __enter__(self):
-            self.start = time.time()
-            log.info("demo: %s ...", name)
-
-        def __exit__(self, *exc):
-            stage_times[name] = time.time() - self.start
-
-    return _Timer()
+    log.info("demo: %s ...", name)
+    start = time.time()
+    yield
+    stage_times[name] = time.time() - start
 
 
 def run_demo(out: Path, n_train: int, n_heldout: int, seed: int, overrides: list[str], config_dir: Path) -> dict:
