@@ -5,6 +5,12 @@ import pytest
 from clipgen.engine import dist
 
 
+@pytest.fixture(autouse=True)
+def private_environ(monkeypatch):
+    """The code under test writes os.environ directly; give it a copy so nothing leaks out."""
+    monkeypatch.setattr(os, "environ", os.environ.copy())
+
+
 @pytest.mark.parametrize(
     "nodelist, host",
     [("gpu[03-05,07],cpu1", "gpu03"), ("node17", "node17"), ("a[1,4]", "a1"), ("n[010-012]", "n010")],
