@@ -2,8 +2,8 @@
 
 `pixels`: the image average-pooled to 8×8 (192 numbers); crude, but defined on any machine and
 sensitive to colour and layout errors. `vgg`: LPIPS's VGG16 activations, average-pooled per tap
-(1472 numbers), when an LPIPS weights file is at hand. Inception FID is in `clipgen.eval` too
-once its weights are given as a local file; these two are the always-available fallbacks.
+(1472 numbers), when an LPIPS weights file is at hand. Neither is comparable with published FID
+figures, which need Inception weights; the name of the feature space is part of every metric key.
 """
 
 from __future__ import annotations
