@@ -1,0 +1,229 @@
+"""The condition transformer: p(image tokens | CLIP embedding), decoder-only, pre-LN.
+
+The CLIP embedding (of the image in training, of the prompt's text at inference) is projected to
+`n_prefix` prefix tokens; image token i is predicted from the prefix and tokens < i. A learned
+"null" prefix stands for "no condition": training swaps it in for a fraction of images
+(`cond_dropout`), which is what classifier-free guidance needs at sampling time.
+
+Sampling keeps a per-layer key/value cache, so the prefix and every sampled token run through the
+network once; `sample(..., kv_cache=False)` re-runs the whole sequence at every step, as the
+EasyNLP and HFAiLab/clip-gen samplers do, and is kept to compare against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 16384  # the VQGAN's codebook size
+    block_size: int = 256  # image tokens per image (16×16)
+    cond_dim: int = 512  # CLIP embedding width
+    n_prefix: int = 4  # prefix tokens the condition is projected to
+    n_layer: int = 24
+    n_head: int = 16
+    n_embd: int = 1024
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linear and LayerNorm (nanoGPT: False is a little better and faster)
+
+
+class KVCache:
+    """Preallocated keys and values for every layer: [layers, B, heads, positions, head_dim]."""
+
+    def __init__(self, config: GPTConfig, batch: int, device, dtype):
+        shape = (config.n_layer, batch, config.n_head, config.n_prefix + config.block_size, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions filled so far
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = (y.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for y in self.qkv(x).split(c, dim=2))
+        causal = True
+        if cache is not None:
+            start = cache.length
+            cache.k[layer, :, :, start : start + t] = k
+            cache.v[layer, :, :, start : start + t] = v
+            k, v = cache.k[layer, :, :, : start + t], cache.v[layer, :, :, : start + t]
+            # a single new query may see every cached position; a multi-position prefill from an
+            # empty cache is an ordinary causal pass
+            causal = t > 1
+            if causal and start != 0:
+                raise ValueError("multi-token steps are only supported from an empty cache")
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias),
+            nn.GELU(),
+            nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class ConditionTransformer(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.n_prefix + config.block_size, config.n_embd)
+        self.cond_proj = nn.Linear(config.cond_dim, config.n_prefix * config.n_embd)
+        self.null_prefix = nn.Parameter(torch.zeros(config.n_prefix, config.n_embd))
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        # nanoGPT: residual projections scaled by 1/sqrt(2·layers) keep the residual stream's
+        # variance from growing with depth
+        for name, param in self.named_parameters():
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        nn.init.normal_(self.null_prefix, mean=0.0, std=0.02)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.pos_emb.weight.numel() if non_embedding else n
+
+    # --- the forward pass ------------------------------------------------------------------------
+
+    def prefix(self, cond: torch.Tensor | None, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, cond_dim] embeddings -> [B, n_prefix, n_embd]; rows where `drop` is True (or all
+        rows when `cond` is None, which needs `drop` for the batch size) get the null prefix."""
+        cfg = self.config
+        null = self.null_prefix.unsqueeze(0)
+        if cond is None:
+            return null.expand(drop.shape[0], -1, -1)
+        prefix = self.cond_proj(cond.to(self.cond_proj.weight.dtype)).view(-1, cfg.n_prefix, cfg.n_embd)
+        if drop is not None:
+            prefix = torch.where(drop.view(-1, 1, 1), null.to(prefix.dtype), prefix)
+        return prefix
+
+    def _run(self, x: torch.Tensor, start: int, cache: KVCache | None = None) -> torch.Tensor:
+        positions = torch.arange(start, start + x.shape[1], device=x.device)
+        h = self.drop(x + self.pos_emb(positions))
+        for layer, block in enumerate(self.blocks):
+            h = block(h, cache, layer)
+        if cache is not None:
+            cache.length += x.shape[1]
+        return self.head(self.ln_f(h))
+
+    def forward(self, cond: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, vocab] predicting tokens [B, T] (T ≤ block_size) from the condition."""
+        x = torch.cat([self.prefix(cond, drop), self.tok_emb(tokens[:, :-1])], dim=1)
+        return self._run(x, start=0)[:, self.config.n_prefix - 1 :]
+
+    def loss(self, cond: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self(cond, tokens, drop)
+        return F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
+
+    # --- sampling --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cond: torch.Tensor,
+        *,
+        num_tokens: int | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        kv_cache: bool = True,
+    ) -> torch.Tensor:
+        """Token ids [B, num_tokens] for the condition embeddings [B, cond_dim].
+
+        With guidance_scale ≠ 1 the batch runs twice, conditioned and with the null prefix, and
+        logits = uncond + scale · (cond − uncond) (classifier-free guidance)."""
+        cfg = self.config
+        num_tokens = num_tokens or cfg.block_size
+        batch = cond.shape[0]
+        guided = guidance_scale != 1.0
+        prefix = self.prefix(cond)
+        if guided:
+            prefix = torch.cat([prefix, self.prefix(None, torch.ones(batch, dtype=torch.bool, device=cond.device))])
+        rows = prefix.shape[0]
+        tokens = torch.empty(batch, 0, dtype=torch.long, device=cond.device)
+        cache = KVCache(cfg, rows, cond.device, prefix.dtype) if kv_cache else None
+        logits = self._run(prefix, 0, cache)[:, -1] if kv_cache else None
+        for i in range(num_tokens):
+            if not kv_cache:  # re-run the prefix and every token so far, as the naive samplers do
+                seq = tokens.repeat(2, 1) if guided else tokens
+                logits = self._run(torch.cat([prefix, self.tok_emb(seq)], dim=1), 0)[:, -1]
+            next_token = self._pick(logits.float(), batch, guided, guidance_scale, temperature, top_k, top_p, generator)
+            tokens = torch.cat([tokens, next_token], dim=1)
+            if kv_cache and i + 1 < num_tokens:
+                step_in = next_token.repeat(2, 1) if guided else next_token
+                logits = self._run(self.tok_emb(step_in), cfg.n_prefix + i, cache)[:, -1]
+        return tokens
+
+    @staticmethod
+    def _pick(logits, batch, guided, scale, temperature, top_k, top_p, generator) -> torch.Tensor:
+        if guided:
+            cond_logits, uncond_logits = logits[:batch], logits[batch:]
+            logits = uncond_logits + scale * (cond_logits - uncond_logits)
+        if temperature <= 0:
+            return logits.argmax(dim=-1, keepdim=True)
+        logits = filter_logits(logits / temperature, top_k, top_p)
+        return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Keep the top_k largest logits and the smallest set whose probability reaches top_p."""
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = F.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # drop a token when the ones before it already reach top_p (the first always stays)
+        remove_sorted = cumulative - F.softmax(sorted_logits, dim=-1) >= top_p
+        remove = remove_sorted.scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """nanoGPT's split: decay matrices and embeddings (≥ 2-D), not biases, norms or the null prefix."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.dim() >= 2 and name != "null_prefix" else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
