@@ -43,8 +43,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             try:
                 return _coerce(value, option, where)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{where}: {value!r} fits none of {tp}")
+                errors.append(str(err).removeprefix(f"{where}: "))
+        raise ConfigError(f"{where}: {value!r} fits none of {tp} ({'; '.join(errors)})")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")

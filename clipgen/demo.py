@@ -21,9 +21,22 @@ def _timed(stage_times: dict[str, float], name: str):
     stage_times[name] = time.time() - start
 
 
+def _corpus_source(directory: Path) -> dict | None:
+    from clipgen.data.shards import read_manifest
+
+    try:
+        manifest = read_manifest(directory)
+    except (FileNotFoundError, ValueError):
+        return None
+    if not manifest.get("complete"):  # an interrupted drawing: draw again
+        return None
+    source = manifest.get("source") or {}
+    return {k: source.get(k) for k in ("n", "seed", "size")}
+
+
 def run_demo(out: Path, n_train: int, n_heldout: int, seed: int, overrides: list[str], config_dir: Path) -> dict:
     from clipgen.commands.make_shapes import make_shapes
-    from clipgen.engine.dist import init_distributed
+    from clipgen.engine.dist import cleanup_distributed, init_distributed
     from clipgen.engine.logging import setup_console_logging
     from clipgen.engine.trainer import Trainer, prepare_run_dir
     from clipgen.train.vqgan import VQGANTask, VQGANTrainConfig
@@ -34,8 +47,9 @@ def run_demo(out: Path, n_train: int, n_heldout: int, seed: int, overrides: list
     data = out / "data"
     with _timed(times, "make-shapes"):
         for name, n, corpus_seed in (("train", n_train, seed), ("heldout", n_heldout, seed + 1)):
-            if not (data / name / "manifest.json").is_file():
-                make_shapes(data / name, n, size=32, seed=corpus_seed, shard_size=1000)
+            wanted = {"n": n, "seed": corpus_seed, "size": 32}
+            if _corpus_source(data / name) != wanted:  # absent, or drawn with other settings
+                make_shapes(data / name, n, size=32, seed=corpus_seed, shard_size=1000, overwrite=True)
     cfg = load_config(
         VQGANTrainConfig,
         config_dir / "vqgan" / "shapes32.yaml",
@@ -43,10 +57,13 @@ def run_demo(out: Path, n_train: int, n_heldout: int, seed: int, overrides: list
          f"run.seed={seed}", *overrides],
     )  # fmt: skip
     info = init_distributed(cfg.run.device)
-    with _timed(times, "train-vqgan"):
-        prepare_run_dir(cfg, cfg.run, info, resume=True)
-        vqgan = Trainer(cfg.run, VQGANTask(cfg, info), info, cfg.model).fit(resume=True)
-    results = {"stage_seconds": times, "vqgan": vqgan}
+    try:
+        with _timed(times, "train-vqgan"):
+            prepare_run_dir(cfg, cfg.run, info, resume=True)
+            vqgan = Trainer(cfg.run, VQGANTask(cfg, info), info, cfg.model).fit(resume=True)
+    finally:
+        cleanup_distributed()
+    results = {"stage_seconds": times, "vqgan": vqgan, "fd_features": cfg.eval.fd_features}
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     write_report(out, results)
     log.info("demo: wrote %s", out / "report.md")
@@ -65,7 +82,7 @@ def write_report(out: Path, results: dict) -> None:
         "|---|---|",
         f"| PSNR (dB) | {vq.get('psnr', float('nan')):.2f} |",
         f"| codebook in use (%) | {vq.get('codebook_usage_pct', float('nan')):.1f} |",
-        f"| Fréchet distance, 8×8 pixel features | {vq.get('fd_pixels', float('nan')):.4f} |",
+        f"| Fréchet distance ({results['fd_features']} features) | {vq.get('fd_' + results['fd_features'], float('nan')):.4f} |",
         f"| images | {vq.get('images', 0):.0f} |",
         f"| steps | {vq['step']} |",
         "",

@@ -1,5 +1,6 @@
 """Real DDP under torchrun: 2 CPU processes on gloo."""
 
+import json
 import os
 import subprocess
 import sys
@@ -25,8 +26,8 @@ def shards(tmp_path_factory):
     return root
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", *args]
+def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={free_port()}", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -35,7 +36,9 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 
 def test_ranks_read_different_shards_and_hold_identical_weights_after_a_step(shards, tmp_path):
     overrides = [a for a in tiny_overrides(shards, tmp_path / "run", 1) if a != "--set"]
-    overrides += ["loss.disc_start=0"]  # the GAN path too, so the discriminator's DDP is exercised
+    # the GAN path too, so the discriminator's DDP is exercised, and a dead-code restart, whose
+    # summed counts and broadcast codes are what could make the ranks' codebooks diverge
+    overrides += ["loss.disc_start=0", "model.quantizer.restart_every=1"]
     torchrun(str(TESTS / "ddp_probe.py"), str(SHAPES32), str(tmp_path), *overrides)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 
@@ -56,9 +59,12 @@ def test_ranks_read_different_shards_and_hold_identical_weights_after_a_step(sha
 def test_train_vqgan_script_runs_under_torchrun_and_resumes(shards, tmp_path):
     out = tmp_path / "run"
     script = str(TESTS.parent / "train_vqgan.py")
-    # two micro-batches per step: the first accumulates without a gradient all-reduce (no_sync)
-    torchrun(script, "--config", str(SHAPES32), *tiny_overrides(shards, out, 2), "--set", "run.grad_accum=2")
-    torchrun(script, "--resume", str(out), "--set", "run.max_steps=4")
+    # three ranks over two held-out shards: the third rank evaluates nothing and must still join
+    # every reduction; two micro-batches per step: the first accumulates without an all-reduce
+    torchrun(script, "--config", str(SHAPES32), *tiny_overrides(shards, out, 2), "--set", "run.grad_accum=2", processes=3)
+    torchrun(script, "--resume", str(out), "--set", "run.max_steps=4", processes=3)
     state = load_checkpoint(latest_checkpoint(out / "checkpoints"))
-    assert state["step"] == 4 and state["data"]["batches"] == 8
+    assert state["step"] == 4 and state["data"]["batches"] == 8 and state["data"]["world_size"] == 3
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["eval/images"] for row in logged if "eval/images" in row] == [16.0, 16.0]
     assert (out / "model" / "model.safetensors").is_file()

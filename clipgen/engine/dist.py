@@ -50,7 +50,9 @@ def _env_from_slurm() -> None:
     """Fill torchrun's variables from SLURM's when launched by srun without torchrun."""
     if "RANK" in os.environ or "SLURM_PROCID" not in os.environ:
         return
-    ntasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    # SLURM_STEP_NUM_TASKS exists only inside an `srun` step; SLURM_NTASKS is also set for a
+    # batch script run without srun, where waiting for N-1 peers that never start would hang.
+    ntasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
     if ntasks <= 1:
         return
     os.environ["RANK"] = os.environ["SLURM_PROCID"]
@@ -58,6 +60,12 @@ def _env_from_slurm() -> None:
     os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
     os.environ.setdefault("MASTER_ADDR", _first_slurm_host(os.environ.get("SLURM_JOB_NODELIST", "127.0.0.1")))
     os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+
+
+def process_group_backend(use_cuda: bool) -> str:
+    # NCCL reduces only CUDA tensors; small CPU-side statistics (eval sums, the time-limit flag)
+    # go through gloo in the same process group.
+    return "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
@@ -68,13 +76,15 @@ def init_distributed(device: str = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        torch_device = torch.device("cuda", local_rank)
+        # modulo: with --gpus-per-task=1 SLURM shows each task a single device, numbered 0
+        device_index = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(device_index)
+        torch_device = torch.device("cuda", device_index)
     else:
         torch_device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo",
+            backend=process_group_backend(use_cuda),
             timeout=datetime.timedelta(minutes=30),
             **({"device_id": torch_device} if use_cuda else {}),
         )

@@ -46,7 +46,7 @@ class RunConfig:
 class Task(Protocol):
     """What a stage gives the loop."""
 
-    def train_batches(self, epoch: int, skip_batches: int) -> Iterator[dict[str, Any]]: ...
+    def train_batches(self, skip_batches: int) -> Iterator[dict[str, Any]]: ...
 
     def train_step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, float]: ...
 
@@ -54,7 +54,7 @@ class Task(Protocol):
 
     def log_images(self, logger: RunLogger, step: int) -> None: ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]: ...  # called on every rank: may use collectives
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -70,12 +70,11 @@ def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
 def prepare_run_dir(config: Any, run: RunConfig, info: DistInfo, resume: bool) -> Path:
     """Create the run dir and save the resolved config; refuse to clobber a finished run."""
     run_dir = Path(run.out_dir)
+    # checked on every rank, so that all of them stop rather than wait for rank 0 at a barrier
+    if not resume and ckpt.latest_checkpoint(run_dir / "checkpoints"):
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another run.out_dir")
     if info.is_main:
         saved = run_dir / "config.yaml"
-        if saved.exists() and not resume and ckpt.latest_checkpoint(run_dir / "checkpoints"):
-            raise FileExistsError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose another run.out_dir"
-            )
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, saved)
     barrier()
@@ -99,17 +98,23 @@ class Trainer:
     # --- checkpoints -----------------------------------------------------------------------------
 
     def save(self) -> None:
+        # every rank builds the state (a task may sum statistics across ranks); rank 0 writes
+        task_state = self.task.state_dict()
         if self.info.is_main:
             payload = {
                 "step": self.step,
-                "data": {"epoch": 0, "batches": self.step * self.run.grad_accum},
+                "data": {"batches": self.step * self.run.grad_accum, **self._data_layout()},
                 "model_config": self.model_config,
-                "task": self.task.state_dict(),
+                "task": task_state,
                 "rng": ckpt.capture_rng_state(),
             }
             path = ckpt.save_checkpoint(self.ckpt_dir, self.step, payload, self.run.keep_checkpoints)
             log.info("saved %s", path)
         barrier()
+
+    def _data_layout(self) -> dict[str, int]:
+        """What the batch sequence depends on besides the seed: replaying it needs the same."""
+        return {"world_size": self.info.world_size, "batch_size": self.run.batch_size}
 
     def resume(self) -> int:
         """Load the newest checkpoint, if any; returns the number of batches already consumed."""
@@ -119,11 +124,17 @@ class Trainer:
             return 0
         state = ckpt.load_checkpoint(path)
         _check_same_model(state["model_config"], self.model_config, path)
+        saved_layout = {k: state["data"].get(k) for k in self._data_layout()}
+        if saved_layout != self._data_layout():
+            log.warning(
+                "resuming with %s instead of %s: training continues, but not on the batch sequence "
+                "the interrupted run would have seen", self._data_layout(), saved_layout,
+            )  # fmt: skip
         self.task.load_state_dict(state["task"])
         self.step = int(state["step"])
         if self.info.is_main:
             ckpt.restore_rng_state(state["rng"])
-        else:  # other ranks only need a stream of their own, not rank 0's
+        else:  # only rank 0's RNG is saved: rank 0 makes every random choice that is shared
             torch.manual_seed(self.run.seed + self.info.rank + self.step)
         log.info("resumed from %s at step %d", path, self.step)
         return int(state["data"]["batches"])
@@ -141,7 +152,7 @@ class Trainer:
         run = self.run
         skip = self.resume() if resume else 0
         logger = RunLogger(self.run_dir, self.info.is_main, run.max_steps, self.step)
-        batches = self.task.train_batches(epoch=0, skip_batches=skip)
+        batches = self.task.train_batches(skip_batches=skip)
         started, last_eval = time.time(), {}
         try:
             while self.step < run.max_steps:

@@ -29,27 +29,26 @@ def evaluate_reconstruction(
     max_images: int = 0,
 ) -> dict[str, float]:
     """Statistics over every rank's share of the held-out images (summed across ranks)."""
-    n_embed = model.config.n_embed
+    n_embed, size = model.config.n_embed, model.config.resolution
     psnr_sum = torch.zeros((), dtype=torch.float64)
     count = torch.zeros((), dtype=torch.float64)
     code_counts = torch.zeros(n_embed, dtype=torch.float64)
-    real_stats = fake_stats = None
+    # sized up front: a rank whose share of the shards is empty still joins every reduction
+    dim = features(torch.zeros(1, 3, size, size, device=device)).shape[1]
+    real_stats, fake_stats = FeatureStats(dim), FeatureStats(dim)
     autocast = (
         torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     )
     for batch in batches:
-        x = batch["image"].to(device, non_blocking=True)
+        x = batch["image"].to(device)
         with autocast:
             xrec, quantized = model(x)
         xrec = xrec.float().clamp(-1, 1)
         psnr_sum += psnr_per_image(x, xrec).sum().double().cpu()
         count += x.shape[0]
         code_counts += torch.bincount(quantized.indices.flatten(), minlength=n_embed).double().cpu()
-        real, fake = features(x), features(xrec)
-        if real_stats is None:
-            real_stats, fake_stats = FeatureStats(real.shape[1]), FeatureStats(real.shape[1])
-        real_stats.add(real)
-        fake_stats.add(fake)
+        real_stats.add(features(x))
+        fake_stats.add(features(xrec))
         if max_images and count.item() >= max_images:
             break
     for tensor in (psnr_sum, count, code_counts):
@@ -61,12 +60,6 @@ def evaluate_reconstruction(
         "codebook_usage_pct": 100.0 * (code_counts > 0).double().mean().item(),
         "images": count.item(),
     }
-    # Ranks that saw no images still join the reduction with zero statistics.
-    dim = real_stats.total.numel() if real_stats is not None else None
-    dims = all_reduce_sum(torch.tensor([float(dim or 0)])).item()
-    if real_stats is None:
-        real_stats = FeatureStats(int(dims))
-        fake_stats = FeatureStats(int(dims))
     real_stats.all_reduce()
     fake_stats.all_reduce()
     if real_stats.count.item() >= 2:

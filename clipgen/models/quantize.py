@@ -63,8 +63,14 @@ class VectorQuantizer(nn.Module):
         return distances.argmin(dim=1)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        # Under bf16 autocast the distance matmul would run in bf16 and pick wrong codes
+        # (measured: 6% of indices with 16384 8-d codes); the codebook lookup stays float32.
+        with torch.autocast(z.device.type, enabled=False):
+            return self._quantize(z.float())
+
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         b, d, h, w = z.shape
-        z = z.permute(0, 2, 3, 1).float()  # quantise in float32 even under autocast
+        z = z.permute(0, 2, 3, 1)
         if self.config.l2_norm:
             z = F.normalize(z, dim=-1)
         z_flat = z.reshape(-1, d)
@@ -97,19 +103,27 @@ class VectorQuantizer(nn.Module):
         self._uses += torch.bincount(indices, minlength=self.n_embed)
         self._recent_inputs = z_flat
 
-    @torch.no_grad()
-    def restart_dead_codes(self) -> int:
-        """Move every code used fewer than `restart_min_uses` times since the last call onto a
-        random recent encoder output; returns how many moved. Call at the same step on every
-        rank: the use counts are summed across ranks and rank 0's choice is broadcast, so the
-        codebooks stay identical."""
-        if self._recent_inputs is None:
-            return 0
+    def total_uses(self) -> torch.Tensor:
+        """Code use counts since the last restart, summed over ranks (a collective call)."""
         uses = self._uses.clone()
-        distributed = dist.is_available() and dist.is_initialized()
-        if distributed:
+        if dist.is_available() and dist.is_initialized():
             dist.all_reduce(uses)
-        dead = torch.nonzero(uses < self.config.restart_min_uses).flatten()
+        return uses
+
+    def load_uses(self, uses: torch.Tensor, is_main: bool) -> None:
+        """Restore counts saved by `total_uses`: rank 0 holds them all, so the next sum is right."""
+        self._uses = uses.clone() if is_main else torch.zeros_like(uses)
+
+    @torch.no_grad()
+    def restart_dead_codes(self) -> torch.Tensor:
+        """Move every code used fewer than `restart_min_uses` times since the last call onto a
+        random recent encoder output; returns the indices of the moved codes. Call at the same
+        step on every rank: the use counts are summed across ranks and rank 0's choice is
+        broadcast, so the codebooks stay identical."""
+        if self._recent_inputs is None:
+            return torch.empty(0, dtype=torch.long)
+        distributed = dist.is_available() and dist.is_initialized()
+        dead = torch.nonzero(self.total_uses() < self.config.restart_min_uses).flatten()
         if len(dead) > 0:
             inputs = self._recent_inputs
             picks = torch.randint(len(inputs), (len(dead),), device=inputs.device)
@@ -118,7 +132,7 @@ class VectorQuantizer(nn.Module):
                 dist.broadcast(fresh, src=0)
             self.embedding.weight.data[dead] = fresh
         self._uses.zero_()
-        return len(dead)
+        return dead
 
 
 def codebook_stats(indices: torch.Tensor, n_embed: int) -> dict[str, float]:

@@ -13,8 +13,9 @@ from typing import Any, Iterator, Literal
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from clipgen.data.loader import ImageDataConfig, make_image_loader
-from clipgen.engine.dist import DistInfo
+from clipgen.config import ConfigError
+from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader
+from clipgen.engine.dist import DistInfo, all_reduce_sum
 from clipgen.engine.ema import EMA
 from clipgen.engine.logging import RunLogger
 from clipgen.engine.trainer import RunConfig, autocast_dtype
@@ -45,7 +46,7 @@ class OptimConfig:
 class EvalConfig:
     shards: str = ""  # held-out shards; empty: no periodic eval
     max_images: int = 2000  # per eval, summed over ranks' shares (0: all)
-    fd_features: str = "pixels"  # pixels | vgg (needs loss.perceptual_weights)
+    fd_features: Literal["pixels", "vgg"] = "pixels"  # vgg needs loss.perceptual_weights
 
 
 @dataclass
@@ -69,6 +70,7 @@ class VQGANTask:
         if cfg.data.image_size != cfg.model.resolution:
             log.warning("data.image_size %d differs from model.resolution %d", cfg.data.image_size, cfg.model.resolution)
         self.cfg, self.info = cfg, info
+        self._check_paths()
         self.device = info.device
         self.amp_dtype = autocast_dtype(cfg.run, self.device)
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
@@ -88,13 +90,21 @@ class VQGANTask:
             self.model_ddp, self.disc_ddp = forward_model, self.disc
         self._last_batch: torch.Tensor | None = None
 
+    def _check_paths(self) -> None:
+        """Fail at start-up, not at the first eval hours later."""
+        cfg = self.cfg
+        expand_shards(cfg.data.shards)
+        if cfg.eval.shards:
+            expand_shards(cfg.eval.shards)
+        if cfg.eval.fd_features == "vgg" and cfg.loss.perceptual_weight <= 0:
+            raise ConfigError("eval.fd_features: vgg uses the LPIPS network: set loss.perceptual_weights (and weight > 0)")
+
     # --- data ------------------------------------------------------------------------------------
 
-    def train_batches(self, epoch: int, skip_batches: int) -> Iterator[dict[str, Any]]:
+    def train_batches(self, skip_batches: int) -> Iterator[dict[str, Any]]:
         self.train_loader = make_image_loader(
             self.cfg.data, batch_size=self.cfg.run.batch_size, seed=self.cfg.run.seed,
-            rank=self.info.rank, world_size=self.info.world_size, train=True, epoch=epoch,
-            skip_batches=skip_batches,
+            rank=self.info.rank, world_size=self.info.world_size, train=True, skip_batches=skip_batches,
         )  # fmt: skip
         return iter(self.train_loader)
 
@@ -124,7 +134,7 @@ class VQGANTask:
         sums: dict[str, float] = {}
         n = len(micro_batches)
         for i, batch in enumerate(micro_batches):
-            x = batch["image"].to(self.device, non_blocking=True)
+            x = batch["image"].to(self.device)
             last = i == n - 1
             # accumulate locally; only the last micro-batch all-reduces gradients
             sync = contextlib.nullcontext() if last or not self.info.distributed else self.model_ddp.no_sync()
@@ -140,11 +150,14 @@ class VQGANTask:
         self._clip_and_step(self.opt_g, self.model)
         if gan_on:
             self._clip_and_step(self.opt_d, self.disc)
-        quantizer = self.model.quantize
-        if quantizer.config.restart_every and (step + 1) % quantizer.config.restart_every == 0:
-            sums["restarted_codes"] = float(quantizer.restart_dead_codes())
         if self.ema is not None:
             self.ema.update(self.model, step)
+        quantizer = self.model.quantize
+        if quantizer.config.restart_every and (step + 1) % quantizer.config.restart_every == 0:
+            moved = quantizer.restart_dead_codes()
+            if self.ema is not None:  # an average of the old and the new code is neither
+                self.ema.model.quantize.embedding.weight.data[moved] = quantizer.embedding.weight.data[moved]
+            sums["restarted_codes"] = float(len(moved))
         self._last_batch = x[:16].detach()
         return sums
 
@@ -207,7 +220,7 @@ class VQGANTask:
             model, loader, self.device, features, self.cfg.eval.fd_features, self.amp_dtype,
             max_images=self.cfg.eval.max_images // max(1, self.info.world_size),
         )  # fmt: skip
-        metrics["bad_samples"] = float(loader.bad_samples.count)
+        metrics["bad_samples"] = all_reduce_sum(torch.tensor([float(loader.bad_samples.count)])).item()
         return metrics
 
     @torch.no_grad()
@@ -230,6 +243,7 @@ class VQGANTask:
             "disc": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
+            "code_uses": self.model.quantize.total_uses().cpu(),  # since the last restart
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
@@ -240,6 +254,7 @@ class VQGANTask:
         self.disc.load_state_dict(state["disc"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        self.model.quantize.load_uses(state["code_uses"].to(self.device), self.info.is_main)
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
 
