@@ -1,0 +1,58 @@
+"""One interface for every CLIP: L2-normalised image and text embeddings from local weights."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+class ClipEncoder(ABC):
+    """A frozen CLIP pair of towers with its own preprocessing and tokenizer.
+
+    `encode_image` and `encode_text` take Python lists, batch them (`batch_size` at a time), run
+    on `device` in `dtype`, and return float32 L2-normalised embeddings [B, dim] on `device`."""
+
+    kind: str = ""
+    dim: int
+    max_text_tokens: int
+
+    def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 64):
+        self.device, self.dtype, self.batch_size = torch.device(device), dtype, batch_size
+
+    @torch.no_grad()
+    def encode_image(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        images = [image.convert("RGB") for image in images]
+        return self._batched(images, self._image_features)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text {i} is empty: a prompt needs at least one visible character")
+        return self._batched(texts, self._text_features)
+
+    def _batched(self, items: list, features) -> torch.Tensor:
+        if not items:
+            return torch.empty(0, self.dim, device=self.device)
+        chunks = [features(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+        return F.normalize(torch.cat(chunks).float(), dim=-1)
+
+    @abstractmethod
+    def _image_features(self, images: list[Image.Image]) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _text_features(self, texts: list[str]) -> torch.Tensor: ...
+
+
+def require_path(path: str | Path, kind: str, what: str) -> Path:
+    """The local weights path, or an error that says what to put there (nothing is downloaded)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{kind} CLIP weights not found at {path}: {what}. clipgen never downloads weights.")
+    return path

@@ -1,0 +1,113 @@
+"""load_clip gives what the real transformers / open_clip classes give when called directly."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from clipgen.encoders import load_clip
+
+TEXTS = ["一个红色的圆形", "左上角有一个小的蓝色方块", "三角"]
+
+
+def images():
+    return [Image.new("RGB", (40, 36), colour) for colour in ((220, 40, 40), (40, 70, 220), (128, 128, 128))]
+
+
+@pytest.fixture(scope="module")
+def chinese_clip_dir(tmp_path_factory):
+    from transformers import (BertTokenizer, ChineseCLIPConfig, ChineseCLIPImageProcessor, ChineseCLIPModel,
+                              ChineseCLIPProcessor)
+
+    root = tmp_path_factory.mktemp("chinese_clip")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set("".join(TEXTS)))]
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    processor = ChineseCLIPProcessor(
+        image_processor=ChineseCLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=BertTokenizer(str(root / "vocab.txt")),
+    )
+    torch.manual_seed(0)
+    config = ChineseCLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64),
+        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )  # fmt: skip
+    model = ChineseCLIPModel(config).eval()
+    model.save_pretrained(root)
+    processor.save_pretrained(root)
+    return root
+
+
+def _pooled(out):
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def test_chinese_clip_matches_transformers(chinese_clip_dir):
+    from transformers import ChineseCLIPModel, ChineseCLIPProcessor
+
+    model = ChineseCLIPModel.from_pretrained(chinese_clip_dir).eval()
+    processor = ChineseCLIPProcessor.from_pretrained(chinese_clip_dir)
+    with torch.no_grad():
+        text = _pooled(model.get_text_features(**processor.tokenizer(TEXTS, padding=True, return_tensors="pt")))
+        image = _pooled(model.get_image_features(**processor(images=images(), return_tensors="pt")))
+    encoder = load_clip("chinese-clip", chinese_clip_dir, batch_size=2)  # batching must not matter
+    assert encoder.dim == 16
+    torch.testing.assert_close(encoder.encode_text(TEXTS), F.normalize(text, dim=-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(encoder.encode_image(images()), F.normalize(image, dim=-1), atol=1e-5, rtol=1e-5)
+
+
+def test_empty_prompt_and_missing_weights_are_clear_errors(chinese_clip_dir, tmp_path):
+    encoder = load_clip("chinese-clip", chinese_clip_dir)
+    with pytest.raises(ValueError, match="text 1 is empty"):
+        encoder.encode_text(["红色", "   "])
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_clip("chinese-clip", tmp_path / "absent")
+    with pytest.raises(ValueError, match="unknown CLIP kind"):
+        load_clip("clip-of-the-month", chinese_clip_dir)
+
+
+def test_long_prompt_is_cut_with_a_warning(chinese_clip_dir, caplog):
+    encoder = load_clip("chinese-clip", chinese_clip_dir)
+    long_prompt = "红色" * 100
+    with caplog.at_level("WARNING", logger="clipgen.encoders"):
+        embedding = encoder.encode_text([long_prompt])
+    assert embedding.shape == (1, 16) and "cut to 52 tokens" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def open_clip_file(tmp_path_factory):
+    import open_clip
+
+    root = tmp_path_factory.mktemp("open_clip")
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    (root / "clipgen-tiny-test.json").write_text(json.dumps(config))
+    open_clip.add_model_config(root / "clipgen-tiny-test.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("clipgen-tiny-test")
+    torch.save(model.state_dict(), root / "tiny.pt")
+    return root / "tiny.pt"
+
+
+def test_open_clip_matches_open_clip(open_clip_file):
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms("clipgen-tiny-test", pretrained=str(open_clip_file))
+    model.eval()
+    tokenizer = open_clip.get_tokenizer("clipgen-tiny-test")
+    with torch.no_grad():
+        text = model.encode_text(tokenizer(TEXTS))
+        image = model.encode_image(torch.stack([preprocess(im) for im in images()]))
+    encoder = load_clip("open_clip", open_clip_file, arch="clipgen-tiny-test")
+    assert encoder.dim == 16
+    torch.testing.assert_close(encoder.encode_text(TEXTS), F.normalize(text, dim=-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(encoder.encode_image(images()), F.normalize(image, dim=-1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown open_clip architecture"):
+        load_clip("open_clip", open_clip_file, arch="no-such-arch")
