@@ -1,6 +1,7 @@
 """load_clip gives what the real transformers / open_clip classes give when called directly."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +112,25 @@ def test_open_clip_matches_open_clip(open_clip_file):
     torch.testing.assert_close(encoder.encode_image(images()), F.normalize(image, dim=-1), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="unknown open_clip architecture"):
         load_clip("open_clip", open_clip_file, arch="no-such-arch")
+
+
+def test_toy_clip_trains_through_the_cli_and_loads_as_a_clip(tmp_path):
+    from clipgen.cli import main as clipgen_main
+    from clipgen.commands.make_shapes import make_shapes
+
+    make_shapes(tmp_path / "train", 64, size=32, seed=0, shard_size=32)
+    make_shapes(tmp_path / "heldout", 16, size=32, seed=1, shard_size=16)
+    out = tmp_path / "toy"
+    settings = [f"run.out_dir={out}", "run.max_steps=3", "run.batch_size=16", "run.eval_every=3",
+                f"data.shards={tmp_path / 'train'}", f"eval.shards={tmp_path / 'heldout'}", "data.shuffle_buffer=8"]  # fmt: skip
+    args = ["train-toy-clip", "--config", str(Path(__file__).parent.parent / "configs/clip/toy_shapes32.yaml")]
+    for item in settings:
+        args += ["--set", item]
+    assert clipgen_main(args) == 0
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    final = [row for row in logged if "eval/pair_cosine" in row][-1]
+    assert 0 <= final["eval/retrieval_top1"] <= 1 and -1 <= final["eval/pair_cosine"] <= 1 and final["eval/images"] == 16
+    encoder = load_clip("toy", out / "model")
+    text, image = encoder.encode_text(["左上有一个大的红色圆形"]), encoder.encode_image(images())
+    assert text.shape == (1, 64) and image.shape == (3, 64)
+    torch.testing.assert_close(image.norm(dim=-1), torch.ones(3))
