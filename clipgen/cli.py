@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "convert a folder, EasyNLP/MUGE TSV or FFRecord files to shards"),
     "train-vqgan": ("train_vqgan", "train the VQGAN (same as train_vqgan.py)"),
     "train-toy-clip": ("train_toy_clip", "train the toy CLIP on shapes-zh (a stand-in for Chinese CLIP)"),
+    "extract": ("extract", "VQGAN codes + CLIP image embeddings into token shards"),
     "lpips-weights": ("lpips_weights", "build the LPIPS weights file from VGG16 and lpips' heads"),
     "demo": ("demo", "run the pipeline on shapes-zh, end to end"),
 }

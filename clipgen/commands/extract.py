@@ -1,0 +1,39 @@
+"""`clipgen extract`: VQGAN codes + CLIP image embeddings of image shards, into token shards."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vqgan", required=True, help="a VQGAN run dir (its model/) or a save_pretrained dir")
+    parser.add_argument("--clip", required=True, metavar="KIND:PATH", help="e.g. chinese-clip:/weights/cn-clip or toy:runs/demo/toy_clip/model")
+    parser.add_argument("--data", required=True, help="image shards: directory, brace pattern or list")
+    parser.add_argument("--out", required=True, help="output directory for token shards")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from clipgen.engine.dist import cleanup_distributed, init_distributed
+    from clipgen.engine.logging import setup_console_logging
+    from clipgen.extract import ExtractJob, run_extract
+
+    kind, sep, path = args.clip.partition(":")
+    if not sep or not path:
+        raise SystemExit(f"clipgen extract: --clip must be KIND:PATH, got {args.clip!r}")
+    vqgan_dir = Path(args.vqgan)
+    if (vqgan_dir / "model" / "config.json").is_file():
+        vqgan_dir = vqgan_dir / "model"
+    info = init_distributed(args.device)
+    setup_console_logging(info.is_main)
+    try:
+        summary = run_extract(ExtractJob(vqgan_dir, kind, path, args.data, Path(args.out), args.batch_size), info)
+    finally:
+        cleanup_distributed()
+    if info.is_main:
+        print(json.dumps({k: v for k, v in summary.items() if k != "shards"}, ensure_ascii=False))
+    return 0

@@ -1,0 +1,84 @@
+"""One pass over image shards: VQGAN codes and CLIP image embeddings into token shards.
+
+Extracting once and training the condition transformer on the tokens (as LlamaGen does) rather
+than running the VQGAN and the CLIP at every step (as HFAiLab/clip-gen does) is the largest
+training speed-up of the method. Ranks (torchrun) take every world_size-th image shard; each
+token shard is written atomically under its image shard's name, so a rerun skips finished ones.
+
+The CLIP sees exactly the crop the tokens describe: the VQGAN's centre crop at its resolution,
+handed to the CLIP's own preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader
+from clipgen.data.tokens import MANIFEST_NAME, codes_dtype, write_token_shard
+from clipgen.engine.dist import DistInfo, all_reduce_sum, barrier
+from clipgen.engine.atomic import atomic_write
+
+log = logging.getLogger("clipgen.extract")
+
+
+@dataclass
+class ExtractJob:
+    vqgan_dir: Path
+    clip_kind: str
+    clip_path: str
+    data: str
+    out: Path
+    batch_size: int = 64
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(p) for p in pixels]
+
+
+def run_extract(job: ExtractJob, info: DistInfo) -> dict:
+    from clipgen.encoders import load_clip
+    from clipgen.models.vqgan import VQGAN
+
+    shards = expand_shards(job.data)
+    vqgan = VQGAN.from_pretrained(job.vqgan_dir).to(info.device).eval()
+    clip = load_clip(job.clip_kind, job.clip_path, device=info.device)
+    dtype = codes_dtype(vqgan.config.n_embed)
+    job.out.mkdir(parents=True, exist_ok=True)
+    counts = torch.zeros(3, dtype=torch.float64)  # images, bad samples, shards skipped as done
+    for shard in shards[info.rank :: info.world_size]:
+        target = job.out / Path(shard).name
+        if target.exists():
+            counts[2] += 1
+            continue
+        cfg = ImageDataConfig(shards=shard, image_size=vqgan.config.resolution, num_workers=0)
+        loader = make_image_loader(cfg, batch_size=job.batch_size, seed=0, train=False)
+        samples = []
+        for batch in loader:
+            images = batch["image"].to(info.device)
+            codes = vqgan.encode_to_indices(images).cpu().numpy().astype(dtype)
+            embeddings = clip.encode_image(to_pil(images)).cpu().numpy()
+            for key, code, emb, meta in zip(batch["key"], codes, embeddings, batch["meta"]):
+                samples.append({"key": key, "codes": code, "clip": emb, "meta": meta})
+        write_token_shard(target, samples)
+        counts += torch.tensor([len(samples), loader.bad_samples.count, 0], dtype=torch.float64)
+        log.info("%s: %d images, %d bad", target.name, len(samples), loader.bad_samples.count)
+    all_reduce_sum(counts)
+    summary = {
+        "vqgan": str(job.vqgan_dir), "token_grid": vqgan.config.token_grid, "n_embed": vqgan.config.n_embed,
+        "clip": {"kind": job.clip_kind, "path": str(job.clip_path), "dim": clip.dim},
+        "images_this_pass": int(counts[0]), "bad_samples_this_pass": int(counts[1]),
+        "shards_already_done": int(counts[2]), "shards": sorted(p.name for p in job.out.glob("*.tar")),
+    }  # fmt: skip
+    if info.is_main:
+        with atomic_write(job.out / MANIFEST_NAME) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    barrier()
+    return summary
