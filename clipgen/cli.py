@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-vqgan": ("train_vqgan", "train the VQGAN (same as train_vqgan.py)"),
     "train-toy-clip": ("train_toy_clip", "train the toy CLIP on shapes-zh (a stand-in for Chinese CLIP)"),
     "extract": ("extract", "VQGAN codes + CLIP image embeddings into token shards"),
+    "train-gpt": ("train_gpt", "train the condition transformer on token shards (same as train_gpt.py)"),
     "lpips-weights": ("lpips_weights", "build the LPIPS weights file from VGG16 and lpips' heads"),
     "demo": ("demo", "run the pipeline on shapes-zh, end to end"),
 }

@@ -21,13 +21,12 @@ def run(args: argparse.Namespace) -> int:
     from clipgen.engine.dist import cleanup_distributed, init_distributed
     from clipgen.engine.logging import setup_console_logging
     from clipgen.extract import ExtractJob, run_extract
+    from clipgen.models.vqgan import vqgan_model_dir
 
     kind, sep, path = args.clip.partition(":")
     if not sep or not path:
         raise SystemExit(f"clipgen extract: --clip must be KIND:PATH, got {args.clip!r}")
-    vqgan_dir = Path(args.vqgan)
-    if (vqgan_dir / "model" / "config.json").is_file():
-        vqgan_dir = vqgan_dir / "model"
+    vqgan_dir = vqgan_model_dir(args.vqgan)
     info = init_distributed(args.device)
     setup_console_logging(info.is_main)
     try:

@@ -128,3 +128,9 @@ class VQGAN(nn.Module):
         from clipgen.models.taming import load_taming_vqgan
 
         return load_taming_vqgan(cls, ckpt_path, config_path)
+
+
+def vqgan_model_dir(path: str | Path) -> Path:
+    """A VQGAN run directory's exported model/, or the given save_pretrained directory itself."""
+    path = Path(path)
+    return path / "model" if (path / "model" / CONFIG_NAME).is_file() else path

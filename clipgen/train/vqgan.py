@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -18,6 +17,7 @@ from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loade
 from clipgen.engine.dist import DistInfo, all_reduce_sum
 from clipgen.engine.ema import EMA
 from clipgen.engine.logging import RunLogger
+from clipgen.engine.schedule import lr_factor
 from clipgen.engine.trainer import RunConfig, autocast_dtype
 from clipgen.eval.features import feature_fn
 from clipgen.eval.reconstruction import evaluate_reconstruction
@@ -116,13 +116,9 @@ class VQGANTask:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _lr_scale(self, step: int) -> float:
-        optim, total = self.cfg.optim, self.cfg.run.max_steps
-        if step < optim.warmup_steps:
-            return (step + 1) / optim.warmup_steps
-        if optim.schedule == "constant" or total <= optim.warmup_steps:
-            return 1.0
-        progress = (step - optim.warmup_steps) / (total - optim.warmup_steps)
-        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        optim = self.cfg.optim
+        return lr_factor(step, warmup_steps=optim.warmup_steps, total_steps=self.cfg.run.max_steps,
+                         schedule=optim.schedule, min_ratio=optim.min_lr_ratio)  # fmt: skip
 
     def train_step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, float]:
         cfg = self.cfg

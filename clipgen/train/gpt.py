@@ -1,0 +1,236 @@
+"""Condition-transformer training on token shards (`train_gpt.py`), images only.
+
+The condition is the CLIP image embedding of each image, through the run's modality-gap bridge;
+a fraction `cond_dropout` of images get the null prefix instead, for classifier-free guidance.
+Every `run.image_every` steps a grid is sampled from a fixed list of Chinese prompts through the
+CLIP text tower, the same bridge, the KV-cache sampler and the VQGAN decoder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from clipgen.config import ConfigError, save_config
+from clipgen.data.token_dataset import TokenData
+from clipgen.encoders.gap import GapBridge, GapConfig
+from clipgen.engine.dist import DistInfo, all_reduce_sum
+from clipgen.engine.ema import EMA
+from clipgen.engine.logging import RunLogger
+from clipgen.engine.schedule import lr_factor
+from clipgen.engine.trainer import RunConfig, autocast_dtype
+from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups
+
+log = logging.getLogger("clipgen.train")
+
+
+@dataclass
+class TokenDataConfig:
+    train: str = ""  # token shards from `clipgen extract`
+    val: str = ""  # held-out token shards; empty: no validation loss
+
+
+@dataclass
+class ConditionConfig:
+    cond_dropout: float = 0.1  # share of images trained with the null prefix (CFG)
+    gap: GapConfig = field(default_factory=GapConfig)
+    clip: str = ""  # KIND:PATH of the CLIP the tokens were extracted with (prompts, C3's text mean)
+    vqgan: str = ""  # the VQGAN run or model dir (to draw the sample grids; recorded for sampling)
+
+
+@dataclass
+class GPTOptimConfig:
+    lr: float = 6e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    schedule: Literal["constant", "cosine"] = "cosine"
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+
+
+@dataclass
+class GPTSampleConfig:
+    prompts: list[str] = field(default_factory=lambda: ["左上有一个大的红色圆形", "中间有一个小的蓝色正方形"])
+    images_per_prompt: int = 4
+    guidance_scale: float = 2.0
+    top_k: int = 0
+    temperature: float = 1.0
+
+
+@dataclass
+class GPTTrainConfig:
+    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/gpt"))
+    data: TokenDataConfig = field(default_factory=TokenDataConfig)
+    model: GPTConfig = field(default_factory=GPTConfig)
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
+    optim: GPTOptimConfig = field(default_factory=GPTOptimConfig)
+    sample: GPTSampleConfig = field(default_factory=GPTSampleConfig)
+
+
+def _read_lines(path: str) -> list[str]:
+    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    texts = [line for line in lines if line]
+    if not texts:
+        raise ValueError(f"{path} holds no text")
+    return texts
+
+
+class GPTTask:
+    def __init__(self, cfg: GPTTrainConfig, info: DistInfo):
+        self.cfg, self.info, self.device = cfg, info, info.device
+        self.amp_dtype = autocast_dtype(cfg.run, self.device)
+        self.train_data = TokenData.load(cfg.data.train)
+        self.val_data = TokenData.load(cfg.data.val) if cfg.data.val else None
+        self._check_shapes()
+        self.clip = self._load_clip() if cfg.condition.clip else None
+        self.bridge = self._build_bridge()
+        torch.manual_seed(cfg.run.seed)
+        self.model = ConditionTransformer(cfg.model).to(self.device)
+        self.opt = torch.optim.AdamW(
+            adamw_param_groups(self.model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+            fused=self.device.type == "cuda",
+        )  # fmt: skip
+        self.ema = EMA(self.model, cfg.run.ema_decay) if cfg.run.ema_decay > 0 else None
+        forward_model = torch.compile(self.model) if cfg.run.compile else self.model
+        self.model_ddp = DDP(forward_model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
+            if info.distributed else forward_model  # fmt: skip
+
+    def _check_shapes(self) -> None:
+        cfg, data = self.cfg.model, self.train_data
+        if data.codes.shape[1] != cfg.block_size:
+            raise ConfigError(f"model.block_size {cfg.block_size} != {data.codes.shape[1]} tokens per image in {self.cfg.data.train}")
+        if data.clip.shape[1] != cfg.cond_dim:
+            raise ConfigError(f"model.cond_dim {cfg.cond_dim} != CLIP width {data.clip.shape[1]} in {self.cfg.data.train}")
+        if int(data.codes.max()) >= cfg.vocab_size:
+            raise ConfigError(f"model.vocab_size {cfg.vocab_size} is smaller than the codes in {self.cfg.data.train}")
+
+    def _load_clip(self):
+        from clipgen.encoders import load_clip
+
+        kind, _, path = self.cfg.condition.clip.partition(":")
+        return load_clip(kind, path, device=self.device)
+
+    def _build_bridge(self) -> GapBridge:
+        gap = self.cfg.condition.gap
+        if gap.bridge != "c3":
+            return GapBridge(gap)
+        if self.clip is None or not gap.text_file:
+            raise ConfigError("the c3 bridge needs condition.clip and condition.gap.text_file (unpaired text)")
+        image_mean = torch.nn.functional.normalize(self.train_data.clip.float(), dim=-1).mean(0)
+        text_mean = self.clip.encode_text(_read_lines(gap.text_file)).mean(0).cpu()
+        return GapBridge(gap, image_mean, text_mean)
+
+    # --- training --------------------------------------------------------------------------------
+
+    def train_batches(self, skip_batches: int) -> Iterator[dict[str, Any]]:
+        # batch n of the run is a pure function of (seed, rank, n): resuming skips by counting
+        accum, n = self.cfg.run.grad_accum, skip_batches
+        while True:
+            yield self.train_data.batch(self.cfg.run.batch_size, self.cfg.run.seed, self.info.rank, n // accum, n % accum)
+            n += 1
+
+    def _condition(self, clip: torch.Tensor, step: int, micro: int, train: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        seed = int(np.random.SeedSequence([self.cfg.run.seed, self.info.rank, step, micro, 7]).generate_state(1)[0])
+        generator = torch.Generator(self.device).manual_seed(seed)
+        cond = self.bridge.for_training(torch.nn.functional.normalize(clip.to(self.device), dim=-1), generator)
+        if not train or self.cfg.condition.cond_dropout <= 0:
+            return cond, None
+        drop = torch.rand(len(cond), generator=generator, device=self.device) < self.cfg.condition.cond_dropout
+        return cond, drop
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+
+    def train_step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, float]:
+        optim = self.cfg.optim
+        factor = lr_factor(step, warmup_steps=optim.warmup_steps, total_steps=self.cfg.run.max_steps,
+                           schedule=optim.schedule, min_ratio=optim.min_lr_ratio)  # fmt: skip
+        for group in self.opt.param_groups:
+            group["lr"] = optim.lr * factor
+        self.model.train()
+        total = 0.0
+        for micro, batch in enumerate(micro_batches):
+            last = micro == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or not self.info.distributed else self.model_ddp.no_sync()
+            cond, drop = self._condition(batch["clip"], step, micro, train=True)
+            with sync:
+                with self._autocast():
+                    logits = self.model_ddp(cond, batch["codes"].to(self.device), drop)
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch["codes"].to(self.device).flatten())
+                (loss / len(micro_batches)).backward()
+            total += loss.item() / len(micro_batches)
+        if optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), optim.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model, step)
+        return {"loss": total, "lr": optim.lr * factor}
+
+    def eval_model(self) -> ConditionTransformer:
+        return self.ema.model if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict[str, float]:
+        if self.val_data is None:
+            return {}
+        model = self.eval_model().eval()
+        sums = torch.zeros(2, dtype=torch.float64)  # summed token loss, tokens
+        for i, batch in enumerate(self.val_data.batches_in_order(self.cfg.run.batch_size, self.info.rank, self.info.world_size)):
+            cond, _ = self._condition(batch["clip"], 0, i, train=False)
+            codes = batch["codes"].to(self.device)
+            with self._autocast():
+                logits = model(cond, codes)
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), codes.flatten(), reduction="sum")
+            sums += torch.tensor([loss.item(), codes.numel()], dtype=torch.float64)
+        all_reduce_sum(sums)
+        return {"val_loss": (sums[0] / sums[1]).item()}
+
+    @torch.no_grad()
+    def log_images(self, logger: RunLogger, step: int) -> None:
+        cfg = self.cfg
+        if not logger.enabled or self.clip is None or not cfg.condition.vqgan or not cfg.sample.prompts:
+            return
+        from clipgen.models.vqgan import VQGAN, vqgan_model_dir
+
+        vqgan = getattr(self, "_vqgan", None) or VQGAN.from_pretrained(vqgan_model_dir(cfg.condition.vqgan)).to(self.device).eval()
+        self._vqgan = vqgan
+        prompts = [p for p in cfg.sample.prompts for _ in range(cfg.sample.images_per_prompt)]
+        cond = self.bridge.for_inference(self.clip.encode_text(prompts))
+        tokens = self.eval_model().eval().sample(
+            cond, guidance_scale=cfg.sample.guidance_scale, top_k=cfg.sample.top_k, temperature=cfg.sample.temperature,
+            generator=torch.Generator(self.device).manual_seed(cfg.run.seed),
+        )  # fmt: skip
+        grid = vqgan.config.token_grid
+        logger.images(step, "samples", vqgan.decode_indices(tokens.view(-1, grid, grid)))
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+
+    def export(self, run_dir: Path) -> None:
+        """model/ (weights + config.json), gap.json, and condition.yaml naming the VQGAN and CLIP."""
+        from clipgen.models.gpt import save_gpt
+
+        save_gpt(self.eval_model(), run_dir / "model")
+        self.bridge.save(run_dir)
+        save_config(self.cfg.condition, run_dir / "condition.yaml")
+

@@ -1,0 +1,82 @@
+"""A miniature condition-transformer run: tokens in, run dir out, samples drawn, resume exact."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipgen.cli import main as clipgen_main
+from clipgen.commands.make_shapes import make_shapes
+from clipgen.encoders.gap import GapBridge
+from clipgen.encoders.toy_clip import ToyClip, ToyClipConfig
+from clipgen.engine.checkpoint import latest_checkpoint, load_checkpoint
+from clipgen.models.gpt import load_gpt
+from clipgen.models.vqgan import VQGAN, VQGANConfig
+from clipgen.train.toy_clip import caption_characters
+
+CONFIG = Path(__file__).parent.parent / "configs/gpt/shapes32.yaml"
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """Image shards, a VQGAN, a toy CLIP and the token shards extracted with them."""
+    root = tmp_path_factory.mktemp("gpt_stages")
+    make_shapes(root / "images", 32, size=32, seed=0, shard_size=16)
+    make_shapes(root / "heldout", 8, size=32, seed=1, shard_size=8)
+    torch.manual_seed(0)
+    VQGAN(VQGANConfig(resolution=32, ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[], z_channels=8,
+                      embed_dim=4, n_embed=64)).save_pretrained(root / "vq" / "model")  # fmt: skip
+    ToyClip(ToyClipConfig(dim=16), caption_characters()).save_pretrained(root / "clip")
+    for split in ("images", "heldout"):
+        assert clipgen_main(["extract", "--vqgan", str(root / "vq"), "--clip", f"toy:{root / 'clip'}",
+                             "--data", str(root / split), "--out", str(root / "tokens" / split)]) == 0  # fmt: skip
+    (root / "texts.txt").write_text("红色圆形\n左上有一个小的蓝色方块\n\n三角形在中间\n", encoding="utf-8")
+    return root
+
+
+def gpt_args(root: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    settings = [
+        f"run.out_dir={out}", f"run.max_steps={steps}", "run.batch_size=8", "run.log_every=1", "run.eval_every=2",
+        "run.ckpt_every=2", "run.image_every=2", f"data.train={root / 'tokens/images'}",
+        f"data.val={root / 'tokens/heldout'}", "model.vocab_size=64", "model.cond_dim=16", "model.n_layer=1",
+        "model.n_head=2", "model.n_embd=32", "optim.warmup_steps=1", "optim.schedule=constant",
+        f"condition.clip=toy:{root / 'clip'}", f"condition.vqgan={root / 'vq'}", "sample.images_per_prompt=2",
+        *extra,
+    ]  # fmt: skip
+    args = ["train-gpt", "--config", str(CONFIG)]
+    for item in settings:
+        args += ["--set", item]
+    return args
+
+
+def test_gpt_run_writes_model_bridge_and_samples(stages, tmp_path, capsys):
+    out = tmp_path / "gpt"
+    text_file = stages / "texts.txt"
+    assert clipgen_main(gpt_args(stages, out, 4, "condition.gap.bridge=c3", "condition.gap.noise=0.1",
+                                 f"condition.gap.text_file={text_file}")) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 4 and summary["val_loss"] > 0
+    model = load_gpt(out / "model")
+    assert model.config.block_size == 64 and model.config.vocab_size == 64
+    bridge = GapBridge.load(out)
+    assert bridge.config.bridge == "c3" and bridge.text_mean.shape == (16,)
+    assert list((out / "samples").glob("samples_*.png")) and (out / "condition.yaml").is_file()
+
+
+def test_gpt_resume_continues_exactly(stages, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert clipgen_main(gpt_args(stages, straight, 4, "condition.gap.bridge=lafite", "condition.gap.noise=0.5")) == 0
+    assert clipgen_main(gpt_args(stages, split, 2, "condition.gap.bridge=lafite", "condition.gap.noise=0.5")) == 0
+    assert clipgen_main(["train-gpt", "--resume", str(split), "--set", "run.max_steps=4"]) == 0
+    a = load_checkpoint(latest_checkpoint(straight / "checkpoints"))["task"]["model"]
+    b = load_checkpoint(latest_checkpoint(split / "checkpoints"))["task"]["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_token_data_that_does_not_fit_the_model_is_a_clear_error(stages, tmp_path):
+    from clipgen.config import ConfigError
+
+    with pytest.raises(ConfigError, match="block_size"):
+        clipgen_main(gpt_args(stages, tmp_path / "x", 2, "model.block_size=16"))
