@@ -80,3 +80,31 @@ def test_token_data_that_does_not_fit_the_model_is_a_clear_error(stages, tmp_pat
 
     with pytest.raises(ConfigError, match="block_size"):
         clipgen_main(gpt_args(stages, tmp_path / "x", 2, "model.block_size=16"))
+
+
+def test_pipeline_and_sample_script(stages, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from clipgen.pipeline import ClipGenPipeline
+
+    out = tmp_path / "gpt"
+    assert clipgen_main(gpt_args(stages, out, 2)) == 0
+    pipe = ClipGenPipeline.from_pretrained(out)
+    images = pipe(["红色圆形", "左上有一个小的蓝色方块"], num_images=2, seed=3)
+    assert [len(row) for row in images] == [2, 2] and images[0][0].size == (32, 32)
+    again = pipe(["红色圆形", "左上有一个小的蓝色方块"], num_images=2, seed=3, kv_cache=False)
+    assert all(a.tobytes() == b.tobytes() for ra, rb in zip(images, again) for a, b in zip(ra, rb))
+    with pytest.raises(ValueError, match="empty"):
+        pipe(["红色", " "])
+
+    script = Path(__file__).parent.parent / "sample.py"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("红色圆形\n三角形\n", encoding="utf-8")
+    run = subprocess.run([sys.executable, str(script), "--ckpt", str(out), "--prompts-file", str(prompts),
+                          "--num-images", "2", "--seed", "0", "--out", str(tmp_path / "samples")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["0000_0.png", "0000_1.png", "0001_0.png", "0001_1.png", "grid.png"]
+    blank = subprocess.run([sys.executable, str(script), "--ckpt", str(out), "--prompt", "  "], capture_output=True, text=True)
+    assert blank.returncode == 2 and "empty" in blank.stderr

@@ -1,0 +1,77 @@
+"""Prompts in, images out: `ClipGenPipeline.from_pretrained(run_dir)(prompts)`.
+
+A condition-transformer run directory names everything sampling needs: `model/` (the
+transformer), `gap.json` (the bridge applied to text embeddings) and `condition.yaml` (the VQGAN
+that decodes the tokens and the CLIP whose text tower reads the prompts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from clipgen.config import load_config
+
+
+class ClipGenPipeline:
+    def __init__(self, gpt, vqgan, clip, bridge, device: torch.device):
+        self.gpt, self.vqgan, self.clip, self.bridge, self.device = gpt, vqgan, clip, bridge, device
+
+    @classmethod
+    def from_pretrained(cls, run_dir: str | Path, device: str = "auto") -> "ClipGenPipeline":
+        from clipgen.encoders import load_clip
+        from clipgen.encoders.gap import GapBridge
+        from clipgen.models.gpt import load_gpt
+        from clipgen.models.vqgan import VQGAN, vqgan_model_dir
+        from clipgen.train.gpt import ConditionConfig
+
+        run_dir = Path(run_dir)
+        if not (run_dir / "condition.yaml").is_file():
+            raise FileNotFoundError(f"{run_dir} is not a condition-transformer run directory (no condition.yaml)")
+        condition = load_config(ConditionConfig, run_dir / "condition.yaml")
+        if not condition.clip or not condition.vqgan:
+            raise ValueError(f"{run_dir}/condition.yaml must name the CLIP (clip: KIND:PATH) and the VQGAN (vqgan: DIR)")
+        torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        kind, _, clip_path = condition.clip.partition(":")
+        return cls(
+            load_gpt(run_dir / "model").to(torch_device),
+            VQGAN.from_pretrained(vqgan_model_dir(condition.vqgan)).to(torch_device).eval(),
+            load_clip(kind, clip_path, device=torch_device),
+            GapBridge.load(run_dir),
+            torch_device,
+        )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompts: Sequence[str] | str,
+        num_images: int = 1,
+        seed: int | None = None,
+        guidance_scale: float = 2.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        temperature: float = 1.0,
+        kv_cache: bool = True,
+    ) -> list[list[Image.Image]]:
+        """One list of `num_images` PIL images per prompt."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("no prompts given")
+        if num_images < 1:
+            raise ValueError(f"num_images must be at least 1, got {num_images}")
+        text = self.clip.encode_text(prompts)  # empty prompts are refused here, long ones cut
+        cond = self.bridge.for_inference(text).repeat_interleave(num_images, dim=0)
+        generator = torch.Generator(self.device)
+        generator.manual_seed(seed) if seed is not None else generator.seed()
+        tokens = self.gpt.sample(
+            cond, guidance_scale=guidance_scale, top_k=top_k, top_p=top_p, temperature=temperature,
+            generator=generator, kv_cache=kv_cache,
+        )  # fmt: skip
+        grid = self.vqgan.config.token_grid
+        pixels = self.vqgan.decode_indices(tokens.view(-1, grid, grid)).float().clamp(-1, 1)
+        arrays = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        images = [Image.fromarray(a) for a in arrays]
+        return [images[i * num_images : (i + 1) * num_images] for i in range(len(prompts))]

@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Draw images for Chinese prompts from a condition-transformer run directory.
+
+    python sample.py --ckpt RUN_DIR (--prompt TEXT | --prompts-file FILE) [--num-images K] [--seed S]
+                     [--out DIR] [--guidance-scale G] [--top-k K] [--top-p P] [--temperature T] [--no-kv-cache]
+
+Writes DIR/{i:04d}_{k}.png (i: the prompt's 0-based line, k: the sample) and DIR/grid.png.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="a train_gpt.py run directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="one prompt")
+    source.add_argument("--prompts-file", help="a UTF-8 file, one prompt per line")
+    parser.add_argument("--num-images", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--out", default="samples")
+    parser.add_argument("--guidance-scale", type=float, default=2.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--no-kv-cache", action="store_true", help="re-run the whole sequence every step (slow)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from clipgen.engine.logging import image_grid, save_png
+    from clipgen.pipeline import ClipGenPipeline
+
+    if args.prompt is not None:
+        prompts = [args.prompt]
+    else:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            parser.error(f"--prompts-file {path} not found")
+        prompts = path.read_text(encoding="utf-8").splitlines()
+    try:
+        pipe = ClipGenPipeline.from_pretrained(args.ckpt, device=args.device)
+        images = pipe(prompts, num_images=args.num_images, seed=args.seed, guidance_scale=args.guidance_scale,
+                      top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, kv_cache=not args.no_kv_cache)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"sample.py: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = []
+    for i, row in enumerate(images):
+        for k, image in enumerate(row):
+            image.save(out / f"{i:04d}_{k}.png")
+            tensors.append(torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 127.5 - 1)
+    save_png(image_grid(torch.stack(tensors), columns=args.num_images), out / "grid.png")
+    print(f"wrote {len(tensors)} images and grid.png to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
