@@ -99,3 +99,15 @@ def test_unknown_override_is_an_error_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="valid keys there"):
         train("--config", str(SHAPES32), "--set", "optim.learning_rate=1", "--set", f"run.out_dir={tmp_path}/x")
     assert not (tmp_path / "x").exists()
+
+
+def test_resumed_run_does_not_log_steps_twice(shards, tmp_path):
+    out = tmp_path / "run"
+    assert train("--config", str(SHAPES32), *tiny_overrides(shards, out, 2)) == 0
+    # rows a crashed run logged after its last checkpoint, which the resumed run will redo
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 3, "train/loss": 9.0}) + "\n")
+    assert train("--resume", str(out), "--set", "run.max_steps=4") == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows_at_3 = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] == 3]
+    assert steps == sorted(steps) and all(row.get("train/loss") != 9.0 for row in rows_at_3)

@@ -42,6 +42,15 @@ def save_png(chw_uint8: torch.Tensor, path: str | Path) -> None:
     Image.fromarray(chw_uint8.permute(1, 2, 0).numpy()).save(path)
 
 
+def _drop_rows_after(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
 class RunLogger:
     def __init__(self, run_dir: str | Path, enabled: bool, total_steps: int, start_step: int = 0):
         self.enabled = enabled
@@ -54,7 +63,9 @@ class RunLogger:
         from tqdm import tqdm
 
         self._tb = SummaryWriter(str(self.run_dir / "tb"))
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        metrics = self.run_dir / "metrics.jsonl"
+        _drop_rows_after(metrics, start_step)  # a resumed run logs those steps again
+        self._jsonl = open(metrics, "a", encoding="utf-8")
         self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, desc="train", file=sys.stderr)
 
     def scalars(self, step: int, values: dict[str, float], prefix: str = "train") -> None:

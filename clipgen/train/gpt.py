@@ -180,6 +180,8 @@ class GPTTask:
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
+        """Token cross-entropy on held-out images, conditioned as in training (the bridge's noise
+        included, drawn from a fixed seed, so every evaluation sees the same conditions)."""
         if self.val_data is None:
             return {}
         model = self.eval_model().eval()
