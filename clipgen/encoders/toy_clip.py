@@ -67,7 +67,9 @@ class ImageTower(nn.Module):
         c = cfg.image_channels
         layers, in_ch = [], 3
         for out_ch in (c // 2, c, c, 2 * c):  # 32 -> 16 -> 8 -> 4 -> 2 at 32 px
-            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.GroupNorm(8, out_ch), nn.GELU()]
+            # no normalisation layers: with GroupNorm the tower lost the absolute colour of the
+            # flat shapes (measured: colour zero-shot accuracy 12 % with it, 100 % without)
+            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.GELU()]
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
         # position matters in shapes-zh, so the map is flattened, not pooled away
