@@ -26,6 +26,7 @@ from clipgen.config import from_dict, to_dict
 from clipgen.encoders.base import ClipEncoder, require_path
 
 log = logging.getLogger("clipgen.encoders")
+FORMAT_TAG = "clipgen-toy-clip"
 PAD, UNK, CLS = 0, 1, 2
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]"]
 
@@ -119,34 +120,23 @@ class ToyClip(nn.Module):
         return loss, {"accuracy": accuracy, "temperature": 1.0 / scale.item()}
 
     def save_pretrained(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
-
         from clipgen.engine.atomic import atomic_write
+        from clipgen.models.weights import save_model_dir
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with atomic_write(directory / "model.safetensors") as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        with atomic_write(directory / "config.json") as tmp:
-            tmp.write_text(json.dumps({"format": "clipgen-toy-clip", **to_dict(self.config)}, indent=2), "utf-8")
-        with atomic_write(directory / "vocab.json") as tmp:
+        save_model_dir(self, directory, FORMAT_TAG, to_dict(self.config))
+        with atomic_write(Path(directory) / "vocab.json") as tmp:
             tmp.write_text(json.dumps(self.tokenizer.vocab, ensure_ascii=False), "utf-8")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "ToyClip":
-        from safetensors.torch import load_file
-
-        from clipgen.models.weights import load_state_strict
+        from clipgen.models.weights import load_state_strict, read_model_dir
 
         directory = require_path(directory, "toy", "the model/ directory that `clipgen train-toy-clip` writes")
-        meta = json.loads((directory / "config.json").read_text("utf-8"))
-        if meta.pop("format", None) != "clipgen-toy-clip":
-            raise ValueError(f"{directory} is not a toy CLIP directory")
+        meta, state = read_model_dir(directory, FORMAT_TAG, "toy CLIP")
         vocab = json.loads((directory / "vocab.json").read_text("utf-8"))
         model = cls(from_dict(ToyClipConfig, meta), vocab)
-        load_state_strict(model, load_file(str(directory / "model.safetensors")), source=str(directory))
+        load_state_strict(model, state, source=str(directory))
         return model.eval()
-
 
 def image_to_tensor(image, size: int) -> torch.Tensor:
     """PIL image -> [3, size, size] in [-1, 1], resized with a box filter (shapes are flat)."""

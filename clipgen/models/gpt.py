@@ -229,41 +229,20 @@ def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+
 def save_gpt(model: ConditionTransformer, directory) -> None:
     """Native format: config.json + model.safetensors, written atomically."""
-    import json
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
     from clipgen.config import to_dict
-    from clipgen.engine.atomic import atomic_write
+    from clipgen.models.weights import save_model_dir
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_write(directory / "model.safetensors") as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    with atomic_write(directory / "config.json") as tmp:
-        tmp.write_text(json.dumps({"format": "clipgen-gpt", **to_dict(model.config)}, indent=2), encoding="utf-8")
+    save_model_dir(model, directory, "clipgen-gpt", to_dict(model.config))
 
 
 def load_gpt(directory, map_location: str = "cpu") -> ConditionTransformer:
-    import json
-    from pathlib import Path
+    from clipgen.config import from_dict
+    from clipgen.models.weights import load_state_strict, read_model_dir
 
-    from safetensors.torch import load_file
-
-    from clipgen.config import ConfigError, from_dict
-    from clipgen.models.weights import load_state_strict
-
-    directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: not a condition-transformer directory")
-    meta = json.loads(config_path.read_text(encoding="utf-8"))
-    if meta.pop("format", None) != "clipgen-gpt":
-        raise ConfigError(f"{config_path} is not a clipgen condition-transformer config")
+    meta, state = read_model_dir(directory, "clipgen-gpt", "condition-transformer", map_location)
     model = ConditionTransformer(from_dict(GPTConfig, meta))
-    load_state_strict(model, load_file(str(weights_path), device=map_location), source=str(weights_path))
+    load_state_strict(model, state, source=str(directory))
     return model.eval()

@@ -7,21 +7,17 @@ native format is a directory with `config.json` and `model.safetensors` (`save_p
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from clipgen.config import ConfigError, from_dict, to_dict
-from clipgen.engine.atomic import atomic_write
+from clipgen.config import from_dict, to_dict
 from clipgen.models.autoencoder import Decoder, Encoder
 from clipgen.models.quantize import QuantizerConfig, QuantizerOutput, VectorQuantizer
-from clipgen.models.weights import load_state_strict
+from clipgen.models.weights import CONFIG_NAME, load_state_strict, read_model_dir, save_model_dir
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 FORMAT_TAG = "clipgen-vqgan"
 
 
@@ -95,31 +91,13 @@ class VQGAN(nn.Module):
     # --- native format ---------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_write(directory / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": FORMAT_TAG})
-        meta = {"format": FORMAT_TAG, **to_dict(self.config)}
-        with atomic_write(directory / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        save_model_dir(self, directory, FORMAT_TAG, to_dict(self.config))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "VQGAN":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} not found: not a VQGAN directory written by save_pretrained")
-        meta = json.loads(config_path.read_text(encoding="utf-8"))
-        if meta.pop("format", None) != FORMAT_TAG:
-            raise ConfigError(f"{config_path} is not a clipgen VQGAN config (no format: {FORMAT_TAG})")
+        meta, state = read_model_dir(directory, FORMAT_TAG, "VQGAN", map_location)
         model = cls(from_dict(VQGANConfig, meta))
-        load_state_strict(model, load_file(str(weights_path), device=map_location), source=str(weights_path))
+        load_state_strict(model, state, source=str(directory))
         return model
 
     @classmethod
