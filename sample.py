@@ -29,10 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
-    import numpy as np
-    import torch
-
     from clipgen.engine.logging import image_grid, save_png
+    from clipgen.images import from_pil
     from clipgen.pipeline import ClipGenPipeline
 
     if args.prompt is not None:
@@ -51,13 +49,12 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = []
     for i, row in enumerate(images):
         for k, image in enumerate(row):
             image.save(out / f"{i:04d}_{k}.png")
-            tensors.append(torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 127.5 - 1)
-    save_png(image_grid(torch.stack(tensors), columns=args.num_images), out / "grid.png")
-    print(f"wrote {len(tensors)} images and grid.png to {out}")
+    flat = [image for row in images for image in row]
+    save_png(image_grid(from_pil(flat), columns=args.num_images), out / "grid.png")
+    print(f"wrote {len(flat)} images and grid.png to {out}")
     return 0
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clipgen.data.loader import ImageDataConfig, make_image_loader  # noqa: E402
 from clipgen.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES  # noqa: E402
 from clipgen.encoders import load_clip  # noqa: E402
-from clipgen.extract import to_pil  # noqa: E402
+from clipgen.images import to_pil  # noqa: E402
 
 
 def main() -> None:

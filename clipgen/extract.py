@@ -16,14 +16,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader
 from clipgen.data.tokens import MANIFEST_NAME, codes_dtype, write_token_shard
 from clipgen.engine.dist import DistInfo, all_reduce_sum, barrier
 from clipgen.engine.atomic import atomic_write
+from clipgen.images import to_pil
 
 log = logging.getLogger("clipgen.extract")
 
@@ -36,11 +35,6 @@ class ExtractJob:
     data: str
     out: Path
     batch_size: int = 64
-
-
-def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(p) for p in pixels]
 
 
 def run_extract(job: ExtractJob, info: DistInfo) -> dict:

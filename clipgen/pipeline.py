@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from clipgen.config import load_config
+from clipgen.images import to_pil
 
 
 class ClipGenPipeline:
@@ -71,7 +72,5 @@ class ClipGenPipeline:
             generator=generator, kv_cache=kv_cache,
         )  # fmt: skip
         grid = self.vqgan.config.token_grid
-        pixels = self.vqgan.decode_indices(tokens.view(-1, grid, grid)).float().clamp(-1, 1)
-        arrays = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        images = [Image.fromarray(a) for a in arrays]
+        images = to_pil(self.vqgan.decode_indices(tokens.view(-1, grid, grid)))
         return [images[i * num_images : (i + 1) * num_images] for i in range(len(prompts))]

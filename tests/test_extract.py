@@ -11,7 +11,7 @@ from clipgen.data.loader import ImageDataConfig, make_image_loader
 from clipgen.data.tokens import iter_token_shard
 from clipgen.encoders import load_clip
 from clipgen.encoders.toy_clip import ToyClip, ToyClipConfig
-from clipgen.extract import to_pil
+from clipgen.images import to_pil
 from clipgen.models.vqgan import VQGAN, VQGANConfig
 from clipgen.train.toy_clip import caption_characters
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from clipgen.images import to_uint8
+
 log = logging.getLogger("clipgen")
 
 
@@ -23,12 +25,12 @@ def setup_console_logging(is_main: bool) -> None:
 
 
 def image_grid(images: torch.Tensor, columns: int | None = None, pad: int = 2) -> torch.Tensor:
-    """[N, 3, H, W] in [-1, 1] -> one uint8 [3, rows*(H+pad)+pad, cols*(W+pad)+pad] grid."""
+    """[N, 3, H, W] in [-1, 1] (or uint8) -> one uint8 [3, rows*(H+pad)+pad, cols*(W+pad)+pad] grid."""
     n, c, h, w = images.shape
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
     grid = torch.full((c, rows * (h + pad) + pad, columns * (w + pad) + pad), 255, dtype=torch.uint8)
-    pixels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    pixels = to_uint8(images)
     for i in range(n):
         r, col = divmod(i, columns)
         top, left = pad + r * (h + pad), pad + col * (w + pad)

@@ -91,6 +91,7 @@ class GPTTask:
         self.val_data = TokenData.load(cfg.data.val) if cfg.data.val else None
         self._check_shapes()
         self.clip = self._load_clip() if cfg.condition.clip else None
+        self._vqgan = None  # loaded at the first sample grid
         self.bridge = self._build_bridge()
         torch.manual_seed(cfg.run.seed)
         self.model = ConditionTransformer(cfg.model).to(self.device)
@@ -203,8 +204,9 @@ class GPTTask:
             return
         from clipgen.models.vqgan import VQGAN, vqgan_model_dir
 
-        vqgan = getattr(self, "_vqgan", None) or VQGAN.from_pretrained(vqgan_model_dir(cfg.condition.vqgan)).to(self.device).eval()
-        self._vqgan = vqgan
+        if self._vqgan is None:
+            self._vqgan = VQGAN.from_pretrained(vqgan_model_dir(cfg.condition.vqgan)).to(self.device).eval()
+        vqgan = self._vqgan
         prompts = [p for p in cfg.sample.prompts for _ in range(cfg.sample.images_per_prompt)]
         cond = self.bridge.for_inference(self.clip.encode_text(prompts))
         tokens = self.eval_model().eval().sample(
