@@ -33,3 +33,19 @@ def decode_png(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
+
+
+def save_tiny_stage_models(root, ch_mult=(1, 1, 2)):
+    """A random tiny VQGAN (32 px -> 8×8 tokens, 64 codes) at root/vq/model and a random toy CLIP
+    (16-d) at root/clip: enough for the stages after them to run on shapes-zh 32 px."""
+    import torch
+
+    from clipgen.encoders.toy_clip import ToyClip, ToyClipConfig
+    from clipgen.models.vqgan import VQGAN, VQGANConfig
+    from clipgen.train.toy_clip import caption_characters
+
+    torch.manual_seed(0)
+    config = VQGANConfig(resolution=32, ch=32, ch_mult=list(ch_mult), num_res_blocks=1, attn_resolutions=[],
+                         z_channels=8, embed_dim=4, n_embed=64)  # fmt: skip
+    VQGAN(config).save_pretrained(root / "vq" / "model")
+    ToyClip(ToyClipConfig(dim=16), caption_characters()).save_pretrained(root / "clip")

@@ -3,26 +3,20 @@
 import json
 
 import numpy as np
-import torch
 
 from clipgen.cli import main as clipgen_main
 from clipgen.commands.make_shapes import make_shapes
 from clipgen.data.loader import ImageDataConfig, make_image_loader
 from clipgen.data.tokens import iter_token_shard
 from clipgen.encoders import load_clip
-from clipgen.encoders.toy_clip import ToyClip, ToyClipConfig
 from clipgen.images import to_pil
-from clipgen.models.vqgan import VQGAN, VQGANConfig
-from clipgen.train.toy_clip import caption_characters
+from clipgen.models.vqgan import VQGAN
+from data_helpers import save_tiny_stage_models
 
 
 def test_extract_writes_codes_and_embeddings_and_resumes(tmp_path, capsys):
     make_shapes(tmp_path / "images", 24, size=32, seed=0, shard_size=8)
-    torch.manual_seed(0)
-    vq_cfg = VQGANConfig(resolution=32, ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[],
-                         z_channels=8, embed_dim=4, n_embed=64)  # fmt: skip
-    VQGAN(vq_cfg).save_pretrained(tmp_path / "vq" / "model")
-    ToyClip(ToyClipConfig(dim=16), caption_characters()).save_pretrained(tmp_path / "clip")
+    save_tiny_stage_models(tmp_path)
     args = ["extract", "--vqgan", str(tmp_path / "vq"), "--clip", f"toy:{tmp_path / 'clip'}",
             "--data", str(tmp_path / "images"), "--out", str(tmp_path / "tokens"), "--batch-size", "5"]  # fmt: skip
     assert clipgen_main(args) == 0
@@ -51,10 +45,9 @@ def test_extract_under_torchrun_splits_the_shards(tmp_path):
     from test_ddp import torchrun
 
     make_shapes(tmp_path / "images", 24, size=32, seed=0, shard_size=8)
-    VQGAN(VQGANConfig(resolution=32, ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], z_channels=8,
-                      embed_dim=4, n_embed=64)).save_pretrained(tmp_path / "vq")  # fmt: skip
-    ToyClip(ToyClipConfig(dim=16), caption_characters()).save_pretrained(tmp_path / "clip")
-    torchrun("-m", "clipgen", "extract", "--vqgan", str(tmp_path / "vq"), "--clip", f"toy:{tmp_path / 'clip'}",
+    save_tiny_stage_models(tmp_path, ch_mult=(1, 2))  # a 16×16 grid this time
+    # the model directory itself this time, not its run directory
+    torchrun("-m", "clipgen", "extract", "--vqgan", str(tmp_path / "vq" / "model"), "--clip", f"toy:{tmp_path / 'clip'}",
              "--data", str(tmp_path / "images"), "--out", str(tmp_path / "tokens"))  # fmt: skip
     manifest = json.loads((tmp_path / "tokens" / "manifest.json").read_text())
     assert manifest["images_this_pass"] == 24 and len(manifest["shards"]) == 3

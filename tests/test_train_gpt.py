@@ -9,11 +9,9 @@ import torch
 from clipgen.cli import main as clipgen_main
 from clipgen.commands.make_shapes import make_shapes
 from clipgen.encoders.gap import GapBridge
-from clipgen.encoders.toy_clip import ToyClip, ToyClipConfig
 from clipgen.engine.checkpoint import latest_checkpoint, load_checkpoint
 from clipgen.models.gpt import load_gpt
-from clipgen.models.vqgan import VQGAN, VQGANConfig
-from clipgen.train.toy_clip import caption_characters
+from data_helpers import save_tiny_stage_models
 
 CONFIG = Path(__file__).parent.parent / "configs/gpt/shapes32.yaml"
 
@@ -24,10 +22,7 @@ def stages(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpt_stages")
     make_shapes(root / "images", 32, size=32, seed=0, shard_size=16)
     make_shapes(root / "heldout", 8, size=32, seed=1, shard_size=8)
-    torch.manual_seed(0)
-    VQGAN(VQGANConfig(resolution=32, ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[], z_channels=8,
-                      embed_dim=4, n_embed=64)).save_pretrained(root / "vq" / "model")  # fmt: skip
-    ToyClip(ToyClipConfig(dim=16), caption_characters()).save_pretrained(root / "clip")
+    save_tiny_stage_models(root)
     for split in ("images", "heldout"):
         assert clipgen_main(["extract", "--vqgan", str(root / "vq"), "--clip", f"toy:{root / 'clip'}",
                              "--data", str(root / split), "--out", str(root / "tokens" / split)]) == 0  # fmt: skip
