@@ -26,6 +26,10 @@ def main(argv=None) -> int:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--no-kv-cache", action="store_true", help="re-run the whole sequence every step (slow)")
+    parser.add_argument("--candidates", type=int, default=None, metavar="N",
+                        help="draw N images per prompt and keep the --num-images that CLIP ranks best")
+    parser.add_argument("--rerank-clip", default=None, metavar="KIND:PATH",
+                        help="the CLIP that ranks candidates, KIND:PATH[;KEY=VALUE...] (default: the one the run was conditioned on)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
@@ -42,8 +46,13 @@ def main(argv=None) -> int:
         prompts = path.read_text(encoding="utf-8").splitlines()
     try:
         pipe = ClipGenPipeline.from_pretrained(args.ckpt, device=args.device)
+        if args.rerank_clip:
+            from clipgen.encoders import load_clip_spec
+
+            pipe.reranker = load_clip_spec(args.rerank_clip, device=pipe.device)
         images = pipe(prompts, num_images=args.num_images, seed=args.seed, guidance_scale=args.guidance_scale,
-                      top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, kv_cache=not args.no_kv_cache)
+                      top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, kv_cache=not args.no_kv_cache,
+                      candidates=args.candidates)
     except (ValueError, FileNotFoundError) as err:
         print(f"sample.py: error: {err}", file=sys.stderr)
         return 2

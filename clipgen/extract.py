@@ -30,20 +30,19 @@ log = logging.getLogger("clipgen.extract")
 @dataclass
 class ExtractJob:
     vqgan_dir: Path
-    clip_kind: str
-    clip_path: str
+    clip: str  # KIND:PATH[;KEY=VALUE...], see clipgen.encoders.load_clip_spec
     data: str
     out: Path
     batch_size: int = 64
 
 
 def run_extract(job: ExtractJob, info: DistInfo) -> dict:
-    from clipgen.encoders import load_clip
+    from clipgen.encoders import load_clip_spec
     from clipgen.models.vqgan import VQGAN
 
     shards = expand_shards(job.data)
     vqgan = VQGAN.from_pretrained(job.vqgan_dir).to(info.device).eval()
-    clip = load_clip(job.clip_kind, job.clip_path, device=info.device)
+    clip = load_clip_spec(job.clip, device=info.device)
     dtype = codes_dtype(vqgan.config.n_embed)
     job.out.mkdir(parents=True, exist_ok=True)
     counts = torch.zeros(3, dtype=torch.float64)  # images, bad samples, shards skipped as done
@@ -67,7 +66,7 @@ def run_extract(job: ExtractJob, info: DistInfo) -> dict:
     all_reduce_sum(counts)
     summary = {
         "vqgan": str(job.vqgan_dir), "token_grid": vqgan.config.token_grid, "n_embed": vqgan.config.n_embed,
-        "clip": {"kind": job.clip_kind, "path": str(job.clip_path), "dim": clip.dim},
+        "clip": {"spec": job.clip, "dim": clip.dim},
         "images_this_pass": int(counts[0]), "bad_samples_this_pass": int(counts[1]),
         "shards_already_done": int(counts[2]), "shards": sorted(p.name for p in job.out.glob("*.tar")),
     }  # fmt: skip

@@ -18,12 +18,15 @@ from clipgen.images import to_pil
 
 
 class ClipGenPipeline:
-    def __init__(self, gpt, vqgan, clip, bridge, device: torch.device):
+    def __init__(self, gpt, vqgan, clip, bridge, device: torch.device, reranker=None):
         self.gpt, self.vqgan, self.clip, self.bridge, self.device = gpt, vqgan, clip, bridge, device
+        # the CLIP that ranks candidates: the conditioning CLIP unless another is given (a CLIP the
+        # generator was not conditioned on is a less biased judge of its own samples)
+        self.reranker = reranker or clip
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto") -> "ClipGenPipeline":
-        from clipgen.encoders import load_clip
+        from clipgen.encoders import load_clip_spec
         from clipgen.encoders.gap import GapBridge
         from clipgen.models.gpt import load_gpt
         from clipgen.models.vqgan import VQGAN, vqgan_model_dir
@@ -36,11 +39,10 @@ class ClipGenPipeline:
         if not condition.clip or not condition.vqgan:
             raise ValueError(f"{run_dir}/condition.yaml must name the CLIP (clip: KIND:PATH) and the VQGAN (vqgan: DIR)")
         torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-        kind, _, clip_path = condition.clip.partition(":")
         return cls(
             load_gpt(run_dir / "model").to(torch_device),
             VQGAN.from_pretrained(vqgan_model_dir(condition.vqgan)).to(torch_device).eval(),
-            load_clip(kind, clip_path, device=torch_device),
+            load_clip_spec(condition.clip, device=torch_device),
             GapBridge.load(run_dir),
             torch_device,
         )
@@ -56,21 +58,45 @@ class ClipGenPipeline:
         top_p: float = 1.0,
         temperature: float = 1.0,
         kv_cache: bool = True,
+        candidates: int | None = None,
     ) -> list[list[Image.Image]]:
-        """One list of `num_images` PIL images per prompt."""
+        """One list of `num_images` PIL images per prompt. With `candidates` = N, N images are
+        drawn per prompt and the reranker CLIP keeps the `num_images` that match the prompt best,
+        best first."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompts given")
         if num_images < 1:
             raise ValueError(f"num_images must be at least 1, got {num_images}")
+        if candidates is not None and candidates < num_images:
+            raise ValueError(f"candidates ({candidates}) must be at least num_images ({num_images})")
+        per_prompt = candidates or num_images
         text = self.clip.encode_text(prompts)  # empty prompts are refused here, long ones cut
-        cond = self.bridge.for_inference(text).repeat_interleave(num_images, dim=0)
+        images = self.generate(
+            self.bridge.for_inference(text).repeat_interleave(per_prompt, dim=0), seed=seed,
+            guidance_scale=guidance_scale, top_k=top_k, top_p=top_p, temperature=temperature, kv_cache=kv_cache,
+        )  # fmt: skip
+        groups = [images[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
+        return self.rerank(prompts, groups, num_images) if candidates else groups
+
+    @torch.no_grad()
+    def rerank(self, prompts: Sequence[str], groups: Sequence[Sequence[Image.Image]], keep: int) -> list[list[Image.Image]]:
+        """For each prompt, its `keep` images with the highest CLIP image-text cosine, best first;
+        the reranker's own preprocessing and tokenizer are used."""
+        text = self.reranker.encode_text(list(prompts))
+        kept = []
+        for prompt_emb, images in zip(text, groups, strict=True):
+            scores = self.reranker.encode_image(list(images)) @ prompt_emb.to(self.reranker.device)
+            kept.append([images[i] for i in scores.argsort(descending=True)[:keep].tolist()])
+        return kept
+
+    @torch.no_grad()
+    def generate(self, cond: torch.Tensor, seed: int | None = None, **sampling) -> list[Image.Image]:
+        """One image per row of `cond`, a condition the transformer reads directly (already through
+        the bridge). Prompts go through `__call__`; this also takes image embeddings, to measure
+        what the modality gap costs."""
         generator = torch.Generator(self.device)
         generator.manual_seed(seed) if seed is not None else generator.seed()
-        tokens = self.gpt.sample(
-            cond, guidance_scale=guidance_scale, top_k=top_k, top_p=top_p, temperature=temperature,
-            generator=generator, kv_cache=kv_cache,
-        )  # fmt: skip
+        tokens = self.gpt.sample(cond.to(self.device), generator=generator, **sampling)
         grid = self.vqgan.config.token_grid
-        images = to_pil(self.vqgan.decode_indices(tokens.view(-1, grid, grid)))
-        return [images[i * num_images : (i + 1) * num_images] for i in range(len(prompts))]
+        return to_pil(self.vqgan.decode_indices(tokens.view(-1, grid, grid)))

@@ -51,6 +51,20 @@ def test_dead_codes_restart_onto_recent_inputs():
     assert len(vq.restart_dead_codes()) == 8  # no inputs since: every count is zero again
 
 
+def test_error_restarts_go_to_what_the_codebook_represents_worst():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 2, QuantizerConfig(restart_every=1, restart_pick="error"))
+    vq.embedding.weight.data = torch.tensor([[0.0, 0.0], [50.0, 50.0], [60.0, 60.0], [70.0, 70.0]])
+    # 15 vectors sit on code 0 (the "background"), one lies far from every code
+    z = torch.zeros(1, 2, 4, 4)
+    z[0, :, 3, 3] = torch.tensor([5.0, -5.0])
+    vq.train()(z)
+    dead = vq.restart_dead_codes()
+    assert dead.tolist() == [1, 2, 3]
+    # a uniform pick would land on the background 15 times in 16; the error pick never does
+    torch.testing.assert_close(vq.embedding.weight.data[1:], torch.tensor([[5.0, -5.0]] * 3))
+
+
 def test_codebook_stats():
     stats = codebook_stats(torch.tensor([0, 1, 2, 3]), 8)
     assert stats["usage_pct"] == 50.0 and stats["perplexity"] == pytest.approx(4.0)

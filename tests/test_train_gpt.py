@@ -103,3 +103,20 @@ def test_pipeline_and_sample_script(stages, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["0000_0.png", "0000_1.png", "0001_0.png", "0001_1.png", "grid.png"]
     blank = subprocess.run([sys.executable, str(script), "--ckpt", str(out), "--prompt", "  "], capture_output=True, text=True)
     assert blank.returncode == 2 and "empty" in blank.stderr
+
+
+def test_reranking_keeps_the_candidates_clip_scores_best(stages, tmp_path):
+    from clipgen.pipeline import ClipGenPipeline
+
+    out = tmp_path / "gpt"
+    assert clipgen_main(gpt_args(stages, out, 2)) == 0
+    pipe = ClipGenPipeline.from_pretrained(out)
+    prompts = ["红色圆形", "左上有一个小的蓝色方块"]
+    everything = pipe(prompts, num_images=6, seed=5)
+    kept = pipe(prompts, num_images=2, seed=5, candidates=6)
+    for prompt, pool, best in zip(prompts, everything, kept):
+        scores = pipe.clip.encode_image(pool) @ pipe.clip.encode_text([prompt])[0]
+        expected = [pool[i].tobytes() for i in scores.argsort(descending=True)[:2].tolist()]
+        assert [image.tobytes() for image in best] == expected
+    with pytest.raises(ValueError, match="candidates"):
+        pipe(prompts, num_images=3, candidates=2)

@@ -1,7 +1,9 @@
-"""`clipgen demo`: the pipeline on the built-in shapes-zh corpus, end to end, on a CPU.
+"""`clipgen demo`: the language-free pipeline on the built-in shapes-zh corpus, end to end, on a CPU.
 
-Today it covers the stages that exist: draw shapes-zh, train the VQGAN on the images alone,
-and write `report.md` with the held-out reconstruction metrics and the time of each stage.
+Draws shapes-zh, trains the toy CLIP (the stand-in for a pretrained Chinese CLIP), the VQGAN on
+images only, extracts tokens, trains one condition transformer per gap bridge on images only,
+judges what each draws from Chinese prompts, and writes DIR/report.md. DIR/language-free is a run
+directory for `sample.py --ckpt` and `ClipGenPipeline.from_pretrained`.
 """
 
 from __future__ import annotations
@@ -17,14 +19,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-train", type=int, default=20000, help="shapes-zh training images (default 20000)")
     parser.add_argument("--n-heldout", type=int, default=1000, help="held-out images (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-prompts", type=int, default=576, help="prompts judged per bridge (default 576, each attribute combination once)")
+    parser.add_argument("--eval-images", type=int, default=576, help="held-out images for the no-gap reference (default 576)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a value of the VQGAN config (configs/vqgan/shapes32.yaml), e.g. run.max_steps=200",
+        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="STAGE.KEY=VALUE",
+        help="override a stage's config value; STAGE is clip, vqgan or gpt (configs/{clip,vqgan,gpt}/...), "
+        "e.g. --set gpt.run.max_steps=200 vqgan.optim.lr=1e-3",
     )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    from clipgen.demo import run_demo
+    from clipgen.demo import DemoOptions, run_demo
 
-    run_demo(Path(args.out), args.n_train, args.n_heldout, args.seed, args.overrides, CONFIG_DIR)
+    options = DemoOptions(n_train=args.n_train, n_heldout=args.n_heldout, seed=args.seed,
+                          eval_prompts=args.eval_prompts, eval_images=args.eval_images)  # fmt: skip
+    try:
+        results = run_demo(Path(args.out), options, args.overrides, CONFIG_DIR)
+    except ValueError as err:
+        raise SystemExit(f"clipgen demo: error: {err}") from err
+    print(f"report: {Path(args.out) / 'report.md'} (targets {'met' if results['targets_met'] else 'NOT met'})")
     return 0

@@ -7,7 +7,9 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vqgan", required=True, help="a VQGAN run dir (its model/) or a save_pretrained dir")
-    parser.add_argument("--clip", required=True, metavar="KIND:PATH", help="e.g. chinese-clip:/weights/cn-clip or toy:runs/demo/toy_clip/model")
+    parser.add_argument("--clip", required=True, metavar="KIND:PATH[;KEY=VALUE...]",
+                        help="e.g. chinese-clip:/weights/cn-clip, toy:runs/demo/toy-clip/model or "
+                        "taiyi:/weights/taiyi-text;image_dir=/weights/clip-vit-b32")
     parser.add_argument("--data", required=True, help="image shards: directory, brace pattern or list")
     parser.add_argument("--out", required=True, help="output directory for token shards")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -23,14 +25,11 @@ def run(args: argparse.Namespace) -> int:
     from clipgen.extract import ExtractJob, run_extract
     from clipgen.models.vqgan import vqgan_model_dir
 
-    kind, sep, path = args.clip.partition(":")
-    if not sep or not path:
-        raise SystemExit(f"clipgen extract: --clip must be KIND:PATH, got {args.clip!r}")
     vqgan_dir = vqgan_model_dir(args.vqgan)
     info = init_distributed(args.device)
     setup_console_logging(info.is_main)
     try:
-        summary = run_extract(ExtractJob(vqgan_dir, kind, path, args.data, Path(args.out), args.batch_size), info)
+        summary = run_extract(ExtractJob(vqgan_dir, args.clip, args.data, Path(args.out), args.batch_size), info)
     finally:
         cleanup_distributed()
     if info.is_main:

@@ -29,6 +29,7 @@ samples are made and however they are split into shards.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -271,6 +272,25 @@ def make_caption(labels: dict[str, str], rng: np.random.Generator) -> tuple[str,
     caption_en = template_en.format(**words_en)
     caption_en = re.sub(r"\ba (?=[aeiou])", "an ", caption_en)  # "an orange circle"
     return template_zh.format(**words_zh), caption_en
+
+
+def full_prompts(n: int, seed: int = 0) -> list[tuple[str, dict[str, str]]]:
+    """`n` Chinese prompts that name all four attributes, with their labels: the label sets cycle
+    through a seeded permutation of all 576 combinations (so n = 576 asks for each exactly once),
+    and each prompt takes a random all-attribute template and random synonyms."""
+    rng = np.random.default_rng([seed, n])
+    full = [t for t in CAPTION_TEMPLATES if template_attributes(t[0]) == set(ATTRIBUTES)]
+    combos = list(itertools.product(*(values for values in ATTRIBUTES.values())))
+    order = rng.permutation(len(combos))
+    prompts = []
+    for i in range(n):
+        combo = combos[order[i % len(combos)]]
+        labels = {name: value.canonical for name, value in zip(ATTRIBUTES, combo)}
+        template = _pick(rng, full)[0]
+        words = {name: _pick(rng, value.words) for name, value in zip(ATTRIBUTES, combo)}
+        words["size_bare"] = labels["size"]
+        prompts.append((template.format(**words), labels))
+    return prompts
 
 
 def render_sample(index: int, seed: int = 0, size: int = DEFAULT_CANVAS_SIZE) -> ShapeSample:

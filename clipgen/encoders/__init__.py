@@ -1,9 +1,10 @@
 """CLIP towers behind one interface: `load_clip(kind, path, **options)`.
 
-Kinds: `chinese-clip` (transformers ChineseCLIPModel + processor from a local directory) and
-`open_clip` (`arch=` any open_clip architecture, weights from a local file), `toy` (the shapes-zh
-stand-in that `clipgen train-toy-clip` trains, a local run's model/ directory). Options common to
-all: `device`, `dtype`, `batch_size`.
+Kinds: `chinese-clip` (transformers ChineseCLIPModel + processor from a local directory),
+`open_clip` (`arch=` any open_clip architecture, weights from a local file), `taiyi` (IDEA-CCNL
+Taiyi-CLIP: the Chinese text tower's directory as the path, `image_dir=` a local OpenAI CLIPModel) and
+`toy` (the shapes-zh stand-in that `clipgen train-toy-clip` trains, a local run's model/ directory).
+Options common to all: `device`, `dtype`, `batch_size`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,28 @@ def load_clip(kind: str, path: str | Path, **options) -> ClipEncoder:
         from clipgen.encoders.open_clip import OpenClipEncoder
 
         return OpenClipEncoder(path, **options)
-    raise ValueError(f"unknown CLIP kind {kind!r}; choose chinese-clip, open_clip or toy")
+    if kind == "taiyi":
+        from clipgen.encoders.taiyi import TaiyiClipEncoder
+
+        return TaiyiClipEncoder(path, **options)
+    raise ValueError(f"unknown CLIP kind {kind!r}; choose chinese-clip, open_clip, taiyi or toy")
 
 
-__all__ = ["ClipEncoder", "load_clip"]
+def load_clip_spec(spec: str, **options) -> ClipEncoder:
+    """A CLIP from one string, as configs and command lines name it: `KIND:PATH`, optionally
+    followed by `;KEY=VALUE` options for that kind, e.g. `chinese-clip:/weights/cn-clip-vit-b16`,
+    `open_clip:/weights/xlmr.bin;arch=xlm-roberta-base-ViT-B-32`,
+    `taiyi:/weights/taiyi-text;image_dir=/weights/clip-vit-b32`."""
+    head, *extras = spec.split(";")
+    kind, sep, path = head.partition(":")
+    if not sep or not kind or not path:
+        raise ValueError(f"a CLIP is named KIND:PATH[;KEY=VALUE...], got {spec!r}")
+    for extra in extras:
+        key, eq, value = extra.partition("=")
+        if not eq or not key:
+            raise ValueError(f"CLIP option {extra!r} in {spec!r} is not KEY=VALUE")
+        options.setdefault(key.strip(), value.strip())
+    return load_clip(kind.strip(), path.strip(), **options)
+
+
+__all__ = ["ClipEncoder", "load_clip", "load_clip_spec"]

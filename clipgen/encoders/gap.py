@@ -53,16 +53,19 @@ class GapBridge:
             raise ValueError("the c3 bridge needs the image and the text mean embeddings")
         self.config, self.image_mean, self.text_mean = config, image_mean, text_mean
 
-    def for_training(self, image_emb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """What the generator is conditioned on in training, from L2-normalised image embeddings."""
+    def for_training(self, image_emb: torch.Tensor, generator: torch.Generator | None = None, noise: bool = True) -> torch.Tensor:
+        """What the generator is conditioned on in training, from L2-normalised image embeddings;
+        `noise=False` gives the noiseless centre of that distribution (for evaluation)."""
         cfg = self.config
-        if cfg.bridge == "none":
+        if cfg.bridge == "none" or (cfg.bridge == "lafite" and not noise):
             return image_emb
-        noise = torch.randn(image_emb.shape, generator=generator, device=image_emb.device, dtype=image_emb.dtype)
+        if not noise:
+            return F.normalize(image_emb - self.image_mean.to(image_emb), dim=-1)
+        eps = torch.randn(image_emb.shape, generator=generator, device=image_emb.device, dtype=image_emb.dtype)
         if cfg.bridge == "lafite":
-            scaled = noise * image_emb.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
+            scaled = eps * image_emb.norm(dim=-1, keepdim=True) / eps.norm(dim=-1, keepdim=True)
             return F.normalize(image_emb + cfg.noise * scaled, dim=-1)
-        return F.normalize(image_emb - self.image_mean.to(image_emb) + cfg.noise * noise, dim=-1)
+        return F.normalize(image_emb - self.image_mean.to(image_emb) + cfg.noise * eps, dim=-1)
 
     def for_inference(self, text_emb: torch.Tensor) -> torch.Tensor:
         """What the generator is conditioned on at inference, from L2-normalised text embeddings."""

@@ -21,8 +21,8 @@ log = logging.getLogger("clipgen")
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (see configs/)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value by its dotted path, e.g. optim.lr=1e-4 (repeatable)",
+        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+        help="override a config value by its dotted path, e.g. optim.lr=1e-4 (several may follow one --set; --set repeats)",
     )  # fmt: skip
     parser.add_argument(
         "--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Literal, Protocol
 
 import torch
 
-from clipgen.config import ConfigError, save_config, to_dict
+from clipgen.config import ConfigError, from_dict, save_config, to_dict
 from clipgen.engine import checkpoint as ckpt
 from clipgen.engine.dist import DistInfo, all_reduce_sum, barrier
 from clipgen.engine.logging import RunLogger
@@ -81,7 +81,12 @@ def prepare_run_dir(config: Any, run: RunConfig, info: DistInfo, resume: bool) -
     return run_dir
 
 
-def _check_same_model(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+def _check_same_model(saved: dict[str, Any], model_config: Any, path: Path) -> None:
+    current = to_dict(model_config)
+    try:  # fields added to the config since the checkpoint was written take their defaults
+        saved = to_dict(from_dict(type(model_config), saved))
+    except ConfigError as err:
+        raise ConfigError(f"{path} was written with another model config: {err}") from err
     if saved != current:
         diffs = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         raise ConfigError(f"{path} was written with another model config (differs in: {', '.join(diffs)})")
@@ -90,7 +95,7 @@ def _check_same_model(saved: dict[str, Any], current: dict[str, Any], path: Path
 class Trainer:
     def __init__(self, run: RunConfig, task: Task, info: DistInfo, model_config: Any):
         self.run, self.task, self.info = run, task, info
-        self.model_config = to_dict(model_config)
+        self.model_config = model_config
         self.run_dir = Path(run.out_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.step = 0
@@ -104,7 +109,7 @@ class Trainer:
             payload = {
                 "step": self.step,
                 "data": {"batches": self.step * self.run.grad_accum, **self._data_layout()},
-                "model_config": self.model_config,
+                "model_config": to_dict(self.model_config),
                 "task": task_state,
                 "rng": ckpt.capture_rng_state(),
             }

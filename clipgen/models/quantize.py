@@ -12,6 +12,7 @@ Two fixes for what goes wrong in taming's `VectorQuantizer2` are options here:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -26,6 +27,12 @@ class QuantizerConfig:
     l2_norm: bool = False  # compare and look up l2-normalised codes (LlamaGen style)
     restart_every: int = 0  # steps between dead-code restarts; 0 turns restarts off
     restart_min_uses: int = 1  # a code used fewer times since the last restart is dead
+    # Where a dead code restarts. "uniform": any recent encoder output, so mostly the commonest
+    # content (a plain background), which then gets dozens of interchangeable codes and makes the
+    # token sequences needlessly hard to model. "error": outputs drawn with probability
+    # proportional to their squared distance from the nearest live code (k-means++ seeding), so
+    # new codes go to the content the codebook represents worst.
+    restart_pick: Literal["uniform", "error"] = "uniform"
 
 
 @dataclass
@@ -126,13 +133,22 @@ class VectorQuantizer(nn.Module):
         dead = torch.nonzero(self.total_uses() < self.config.restart_min_uses).flatten()
         if len(dead) > 0:
             inputs = self._recent_inputs
-            picks = torch.randint(len(inputs), (len(dead),), device=inputs.device)
-            fresh = inputs[picks].to(self.embedding.weight.dtype)
+            fresh = inputs[self._restart_picks(inputs, dead)].to(self.embedding.weight.dtype)
             if distributed:
                 dist.broadcast(fresh, src=0)
             self.embedding.weight.data[dead] = fresh
         self._uses.zero_()
         return dead
+
+    def _restart_picks(self, inputs: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+        if self.config.restart_pick == "uniform" or len(dead) == self.n_embed:
+            return torch.randint(len(inputs), (len(dead),), device=inputs.device)
+        live = torch.ones(self.n_embed, dtype=torch.bool, device=inputs.device)
+        live[dead.to(inputs.device)] = False
+        error = torch.cdist(inputs, self.codebook()[live].to(inputs)).min(dim=1).values.pow(2)
+        if error.sum() <= 0:  # every output already sits on a live code
+            return torch.randint(len(inputs), (len(dead),), device=inputs.device)
+        return torch.multinomial(error, len(dead), replacement=True)
 
 
 def codebook_stats(indices: torch.Tensor, n_embed: int) -> dict[str, float]:

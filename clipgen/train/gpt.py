@@ -41,7 +41,7 @@ class TokenDataConfig:
 class ConditionConfig:
     cond_dropout: float = 0.1  # share of images trained with the null prefix (CFG)
     gap: GapConfig = field(default_factory=GapConfig)
-    clip: str = ""  # KIND:PATH of the CLIP the tokens were extracted with (prompts, C3's text mean)
+    clip: str = ""  # KIND:PATH[;KEY=VALUE...] of the CLIP the tokens were extracted with (prompts, C3 text mean)
     vqgan: str = ""  # the VQGAN run or model dir (to draw the sample grids; recorded for sampling)
 
 
@@ -114,10 +114,9 @@ class GPTTask:
             raise ConfigError(f"model.vocab_size {cfg.vocab_size} is smaller than the codes in {self.cfg.data.train}")
 
     def _load_clip(self):
-        from clipgen.encoders import load_clip
+        from clipgen.encoders import load_clip_spec
 
-        kind, _, path = self.cfg.condition.clip.partition(":")
-        return load_clip(kind, path, device=self.device)
+        return load_clip_spec(self.cfg.condition.clip, device=self.device)
 
     def _build_bridge(self) -> GapBridge:
         gap = self.cfg.condition.gap

@@ -1,0 +1,83 @@
+"""What the demo measures on its generators: attribute accuracy from Chinese prompts (each bridge),
+from held-out image embeddings (no gap), and on VQGAN reconstructions (the tokenizer's ceiling)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clipgen.data.shapes import full_prompts
+from clipgen.eval.shapes_eval import judge_image_conditioned, judge_prompts
+from clipgen.eval.shapes_judge import AttributeScore, read_image
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    guidance_scale: float = 1.5
+    top_k: int = 1
+    top_p: float = 1.0
+    temperature: float = 1.0
+
+    def as_kwargs(self) -> dict:
+        return dict(guidance_scale=self.guidance_scale, top_k=self.top_k, top_p=self.top_p, temperature=self.temperature)
+
+
+def heldout_images(heldout_shards: Path, limit: int) -> tuple[list, list[dict]]:
+    """The first `limit` held-out images (PIL) and their labels."""
+    from clipgen.data.loader import ImageDataConfig, make_image_loader
+    from clipgen.images import to_pil
+
+    loader = make_image_loader(ImageDataConfig(shards=str(heldout_shards), image_size=32, num_workers=0), batch_size=128, seed=0, train=False)
+    images, labels = [], []
+    for batch in loader:
+        images += to_pil(batch["image"])
+        labels += [meta["labels"] for meta in batch["meta"]]
+        if len(images) >= limit:
+            break
+    return images[:limit], labels[:limit]
+
+
+def score_from_prompts(run_dir: Path, n_prompts: int, seed: int, sampling: SamplingSettings) -> AttributeScore:
+    from clipgen.pipeline import ClipGenPipeline
+
+    prompts = [text for text, _ in full_prompts(n_prompts, seed=seed)]
+    return judge_prompts(ClipGenPipeline.from_pretrained(run_dir), prompts, seed=seed, **sampling.as_kwargs())[0]
+
+
+def score_from_images(run_dir: Path, images, labels, seed: int, sampling: SamplingSettings) -> AttributeScore:
+    from clipgen.pipeline import ClipGenPipeline
+
+    return judge_image_conditioned(ClipGenPipeline.from_pretrained(run_dir), images, labels, seed=seed, **sampling.as_kwargs())
+
+
+@torch.no_grad()
+def score_reconstructions(vqgan_dir: Path, images, labels) -> AttributeScore:
+    from clipgen.images import from_pil, to_pil
+    from clipgen.models.vqgan import VQGAN, vqgan_model_dir
+
+    vqgan = VQGAN.from_pretrained(vqgan_model_dir(vqgan_dir)).eval()
+    score = AttributeScore()
+    for start in range(0, len(images), 256):
+        pixels = from_pil(images[start : start + 256]).float() / 127.5 - 1
+        score.add_all((read_image(r) for r in to_pil(vqgan(pixels)[0])), labels[start : start + 256])
+    return score
+
+
+def prompt_grid(run_dir: Path, prompts: list[str], per_prompt: int, seed: int, sampling: SamplingSettings, path: Path) -> Path:
+    """One row per prompt, `per_prompt` samples each, upscaled 2x without smoothing."""
+    from PIL import Image
+
+    from clipgen.engine.atomic import atomic_write
+    from clipgen.pipeline import ClipGenPipeline
+
+    rows = ClipGenPipeline.from_pretrained(run_dir)(prompts, num_images=per_prompt, seed=seed, **sampling.as_kwargs())
+    side = rows[0][0].size[0] * 2
+    sheet = Image.new("RGB", (per_prompt * (side + 2), len(rows) * (side + 2)), (255, 255, 255))
+    for r, images in enumerate(rows):
+        for c, image in enumerate(images):
+            sheet.paste(image.resize((side, side), Image.NEAREST), (c * (side + 2), r * (side + 2)))
+    with atomic_write(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return path

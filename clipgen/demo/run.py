@@ -1,0 +1,162 @@
+"""The shapes-zh demo, end to end: corpus, toy CLIP, VQGAN, extraction, condition transformers
+(one per gap bridge), evaluation and report. Every stage resumes, so a second call finishes an
+interrupted demo instead of starting over."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clipgen.demo import stages
+from clipgen.demo.evaluate import (
+    SamplingSettings,
+    heldout_images,
+    prompt_grid,
+    score_from_images,
+    score_from_prompts,
+    score_reconstructions,
+)
+
+log = logging.getLogger("clipgen.demo")
+
+STAGE_PREFIXES = ("clip", "vqgan", "gpt")
+TARGETS = {"colour": 95, "shape": 90, "size": 90, "position": 90}  # issue 3, from Chinese prompts
+GRID_PROMPTS = [
+    "左上有一个大的红色圆形",
+    "中间有一个小的蓝色正方形",
+    "右下角有一个大的黄色三角形",
+    "上方有一个小的绿色十字",
+    "左边有一个大的紫色方块",
+    "下面有一个小的白色圆圈",
+    "右上有一个大的橙色加号",
+    "左下角有一个小的黑色三角",
+]
+
+
+@dataclass
+class DemoOptions:
+    n_train: int = 20000
+    n_heldout: int = 1000
+    seed: int = 0
+    bridge: str = "c3"  # the language-free model's bridge (DIR/language-free)
+    eval_prompts: int = 576  # each of the 576 attribute combinations once
+    eval_images: int = 576  # held-out images for the no-gap reference and the reconstructions
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)  # judged samples: greedy
+    grid_sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(top_k=4))  # variety
+    # The bridges compared, with their settings. Noise scales are for the toy CLIP's 64-d space:
+    # LAFITE's xi is relative to the embedding's norm; C3's is per dimension.
+    bridges: dict[str, list[str]] = field(default_factory=lambda: {
+        "none": ["condition.gap.bridge=none"],
+        "lafite": ["condition.gap.bridge=lafite", "condition.gap.noise=0.5"],
+        "c3": ["condition.gap.bridge=c3", "condition.gap.noise=0.05"],
+    })  # fmt: skip
+
+
+def split_overrides(overrides: list[str]) -> dict[str, list[str]]:
+    """`clip.run.max_steps=5` -> {"clip": ["run.max_steps=5"]}; every override names its stage."""
+    split: dict[str, list[str]] = {prefix: [] for prefix in STAGE_PREFIXES}
+    for item in overrides:
+        stage, dot, rest = item.partition(".")
+        if stage not in split or not dot:
+            raise ValueError(f"demo override {item!r} must start with a stage: one of {', '.join(p + '.' for p in STAGE_PREFIXES)}")
+        split[stage].append(rest)
+    return split
+
+
+@contextlib.contextmanager
+def _timed(times: dict[str, float], name: str):
+    log.info("demo: %s ...", name)
+    start = time.time()
+    yield
+    times[name] = time.time() - start
+
+
+def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: Path) -> dict:
+    from clipgen.engine.logging import setup_console_logging
+    from clipgen.train.gpt import GPTTask, GPTTrainConfig
+    from clipgen.train.toy_clip import ToyClipTask, ToyClipTrainConfig
+    from clipgen.train.vqgan import VQGANTask, VQGANTrainConfig
+
+    setup_console_logging(True)
+    stage_overrides = split_overrides(overrides)
+    if options.bridge not in options.bridges:
+        raise ValueError(f"bridge {options.bridge!r} is not one of {sorted(options.bridges)}")
+    out.mkdir(parents=True, exist_ok=True)
+    data, times, seed = out / "data", {}, options.seed
+
+    with _timed(times, "make-shapes"):
+        stages.draw_corpus(data / "train", options.n_train, seed)
+        stages.draw_corpus(data / "heldout", options.n_heldout, seed + 1)
+        texts = stages.write_unpaired_texts(data / "unpaired-texts.txt", 2000, seed + 2)
+    with _timed(times, "train-toy-clip"):
+        clip = stages.train_stage(
+            ToyClipTrainConfig, config_dir / "clip" / "toy_shapes32.yaml",
+            [f"run.out_dir={out / 'toy-clip'}", f"data.shards={data / 'train'}", f"eval.shards={data / 'heldout'}",
+             f"run.seed={seed}", *stage_overrides["clip"]],
+            ToyClipTask, lambda cfg: cfg.model,
+        )  # fmt: skip
+    clip_dir = out / "toy-clip" / "model"
+    with _timed(times, "train-vqgan"):
+        vqgan = stages.train_stage(
+            VQGANTrainConfig, config_dir / "vqgan" / "shapes32.yaml",
+            [f"run.out_dir={out / 'vqgan'}", f"data.shards={data / 'train'}", f"eval.shards={data / 'heldout'}",
+             f"run.seed={seed}", *stage_overrides["vqgan"]],
+            VQGANTask, lambda cfg: cfg.model,
+        )  # fmt: skip
+    with _timed(times, "extract"):
+        for split in ("train", "heldout"):
+            stages.extract_tokens(out / "vqgan", clip_dir, data / split, out / "tokens" / split)
+    gap = stages.measure_gap(clip_dir, out / "tokens" / "heldout")
+
+    gpt_results, run_dirs = {}, {}
+    for bridge, bridge_overrides in options.bridges.items():
+        run_dirs[bridge] = out / ("language-free" if bridge == options.bridge else f"bridge-{bridge}")
+        with _timed(times, f"train-gpt ({bridge})"):
+            gpt_results[bridge] = stages.train_stage(
+                GPTTrainConfig, config_dir / "gpt" / "shapes32.yaml",
+                [f"run.out_dir={run_dirs[bridge]}", f"data.train={out / 'tokens' / 'train'}",
+                 f"data.val={out / 'tokens' / 'heldout'}", f"condition.clip=toy:{clip_dir}",
+                 f"condition.vqgan={out / 'vqgan'}", f"condition.gap.text_file={texts}", f"run.seed={seed}",
+                 *bridge_overrides, *stage_overrides["gpt"]],
+                GPTTask, lambda cfg: cfg.model,
+            )  # fmt: skip
+
+    with _timed(times, "evaluate"):
+        bridges = {b: score_from_prompts(d, options.eval_prompts, seed, options.sampling).accuracy() for b, d in run_dirs.items()}
+        images, labels = heldout_images(data / "heldout", options.eval_images)
+        image_conditioned = score_from_images(run_dirs[options.bridge], images, labels, seed, options.sampling).accuracy()
+        reconstructions = score_reconstructions(out / "vqgan", images, labels).accuracy()
+        prompt_grid(run_dirs[options.bridge], GRID_PROMPTS, 8, seed, options.grid_sampling, out / "grid.png")
+        _plot_curves(out, run_dirs)
+
+    results = {
+        "stage_seconds": times, "targets": TARGETS, "eval_prompts": options.eval_prompts,
+        "sampling": ", ".join(f"{k} {v}" for k, v in options.sampling.as_kwargs().items()),
+        "language_free": {"bridge": options.bridge, "dir": run_dirs[options.bridge].name},
+        "bridges": bridges, "image_conditioned": image_conditioned, "reconstructions": reconstructions,
+        "gap": gap, "toy_clip": clip, "vqgan": vqgan, "gpt": gpt_results, "grid_prompts": GRID_PROMPTS,
+        "targets_met": all(bridges[options.bridge][name] >= target for name, target in TARGETS.items()),
+    }  # fmt: skip
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    from clipgen.demo.report import write_report
+
+    log.info("demo: wrote %s", write_report(out, results))
+    return results
+
+
+def _plot_curves(out: Path, run_dirs: dict[str, Path]) -> Path:
+    from clipgen.plots import plot_training_curves
+
+    return plot_training_curves(
+        {
+            "toy CLIP: InfoNCE loss": {"train": (out / "toy-clip", "train/loss")},
+            "VQGAN: reconstruction loss": {"train": (out / "vqgan", "train/rec")},
+            "condition transformer: token loss": {f"train, {b}": (d, "train/loss") for b, d in run_dirs.items()},
+            "condition transformer: held-out token loss": {b: (d, "eval/val_loss") for b, d in run_dirs.items()},
+        },
+        out / "curves.png",
+    )

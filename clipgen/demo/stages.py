@@ -1,0 +1,91 @@
+"""The demo's stages, each resumable: a second run finds the finished work and goes on from it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from clipgen.config import load_config
+
+log = logging.getLogger("clipgen.demo")
+
+
+def _corpus_source(directory: Path) -> dict | None:
+    from clipgen.data.shards import read_manifest
+
+    try:
+        manifest = read_manifest(directory)
+    except (FileNotFoundError, ValueError):
+        return None
+    if not manifest.get("complete"):  # an interrupted drawing: draw again
+        return None
+    source = manifest.get("source") or {}
+    return {k: source.get(k) for k in ("n", "seed", "size")}
+
+
+def draw_corpus(directory: Path, n: int, seed: int, size: int = 32) -> None:
+    """shapes-zh images into `directory`, unless a complete drawing with these settings is there."""
+    from clipgen.commands.make_shapes import make_shapes
+
+    if _corpus_source(directory) != {"n": n, "seed": seed, "size": size}:
+        make_shapes(directory, n, size=size, seed=seed, shard_size=1000, overwrite=True)
+
+
+def write_unpaired_texts(path: Path, n: int, seed: int) -> Path:
+    """Captions of random label sets drawn apart from every image: the "unpaired text" from which
+    the C3 bridge takes its text mean (a user would bring any sentences of the domain)."""
+    from clipgen.data.shapes import ATTRIBUTES, make_caption
+
+    rng = np.random.default_rng([seed, 0x7E47])
+    lines = []
+    for _ in range(n):
+        labels = {name: values[int(rng.integers(len(values)))].canonical for name, values in ATTRIBUTES.items()}
+        lines.append(make_caption(labels, rng)[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def train_stage(config_cls: type, yaml_path: Path, overrides: list[str], make_task: Callable, model_config: Callable) -> dict:
+    """One training run in this process, continued if its run directory holds checkpoints."""
+    from clipgen.engine.dist import cleanup_distributed, init_distributed
+    from clipgen.engine.trainer import Trainer, prepare_run_dir
+
+    cfg = load_config(config_cls, yaml_path, overrides)
+    info = init_distributed(cfg.run.device)
+    try:
+        prepare_run_dir(cfg, cfg.run, info, resume=True)
+        return Trainer(cfg.run, make_task(cfg, info), info, model_config(cfg)).fit(resume=True)
+    finally:
+        cleanup_distributed()
+
+
+def extract_tokens(vqgan_dir: Path, clip_dir: Path, data: Path, out: Path) -> dict:
+    from clipgen.engine.dist import cleanup_distributed, init_distributed
+    from clipgen.extract import ExtractJob, run_extract
+    from clipgen.models.vqgan import vqgan_model_dir
+
+    info = init_distributed("auto")
+    try:
+        return run_extract(ExtractJob(vqgan_model_dir(vqgan_dir), f"toy:{clip_dir}", str(data), out, batch_size=256), info)
+    finally:
+        cleanup_distributed()
+
+
+def measure_gap(clip_dir: Path, heldout_tokens: Path) -> dict[str, float]:
+    """Pair cosine and mean distance between held-out images (embeddings stored by extract) and
+    their own captions."""
+    import torch
+
+    from clipgen.data.token_dataset import TokenData
+    from clipgen.encoders import load_clip
+    from clipgen.encoders.gap import gap_statistics
+
+    data = TokenData.load(str(heldout_tokens))
+    clip = load_clip("toy", str(clip_dir))
+    text = clip.encode_text([meta["caption"] for meta in data.meta])
+    image = torch.nn.functional.normalize(data.clip.float(), dim=-1)
+    return gap_statistics(image, text)
