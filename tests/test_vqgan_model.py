@@ -109,3 +109,22 @@ def test_from_pretrained_rejects_weights_of_another_config(tmp_path):
         VQGAN.from_pretrained(tmp_path / "a")
     with pytest.raises(FileNotFoundError, match="not a VQGAN directory"):
         VQGAN.from_pretrained(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_a_local_encoder_codes_only_see_their_neighbourhood(local):
+    torch.manual_seed(0)
+    config = VQGANConfig(resolution=128, ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[32],
+                         z_channels=8, embed_dim=4, n_embed=16, local_encoder=local)  # fmt: skip
+    model = VQGAN(config)
+    encoder = model.encoder.eval()
+    image = torch.zeros(1, 3, 128, 128)
+    changed = image.clone()
+    changed[:, :, 112:, 112:] = 1.0  # an object in the far corner
+    with torch.no_grad():
+        top_left = encoder(image)[..., 0, 0], encoder(changed)[..., 0, 0]
+    # taming's encoder: attention and GroupNorm statistics carry the far object into every code
+    assert torch.equal(*top_left) == local
+    kinds = {type(m).__name__ for m in encoder.modules()}
+    assert ("GroupNorm" in kinds or "AttnBlock" in kinds) != local
+    assert any(type(m).__name__ == "AttnBlock" for m in model.decoder.up.modules())  # the decoder keeps attn_resolutions

@@ -52,7 +52,7 @@ class DemoOptions:
     bridges: dict[str, list[str]] = field(default_factory=lambda: {
         "none": ["condition.gap.bridge=none"],
         "lafite": ["condition.gap.bridge=lafite", "condition.gap.noise=0.5"],
-        "c3": ["condition.gap.bridge=c3", "condition.gap.noise=0.05"],
+        "c3": ["condition.gap.bridge=c3", "condition.gap.noise=0.02"],
     })  # fmt: skip
 
 
@@ -92,21 +92,22 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
         stages.draw_corpus(data / "train", options.n_train, seed)
         stages.draw_corpus(data / "heldout", options.n_heldout, seed + 1)
         texts = stages.write_unpaired_texts(data / "unpaired-texts.txt", 2000, seed + 2)
-    with _timed(times, "train-toy-clip"):
-        clip = stages.train_stage(
-            ToyClipTrainConfig, config_dir / "clip" / "toy_shapes32.yaml",
-            [f"run.out_dir={out / 'toy-clip'}", f"data.shards={data / 'train'}", f"eval.shards={data / 'heldout'}",
-             f"run.seed={seed}", *stage_overrides["clip"]],
-            ToyClipTask, lambda cfg: cfg.model,
-        )  # fmt: skip
+    # the two stages that learn from images (the toy CLIP also from captions), on the same shards
+    image_stages = {
+        "toy-clip": (ToyClipTrainConfig, "clip/toy_shapes32.yaml", ToyClipTask, "clip"),
+        "vqgan": (VQGANTrainConfig, "vqgan/shapes32.yaml", VQGANTask, "vqgan"),
+    }
+    finished = {}
+    for name, (config_cls, yaml_name, task_cls, prefix) in image_stages.items():
+        with _timed(times, f"train-{name}"):
+            finished[name] = stages.train_stage(
+                config_cls, config_dir / yaml_name,
+                [f"run.out_dir={out / name}", f"data.shards={data / 'train'}", f"eval.shards={data / 'heldout'}",
+                 f"run.seed={seed}", *stage_overrides[prefix]],
+                task_cls, lambda cfg: cfg.model,
+            )  # fmt: skip
+    clip, vqgan = finished["toy-clip"], finished["vqgan"]
     clip_dir = out / "toy-clip" / "model"
-    with _timed(times, "train-vqgan"):
-        vqgan = stages.train_stage(
-            VQGANTrainConfig, config_dir / "vqgan" / "shapes32.yaml",
-            [f"run.out_dir={out / 'vqgan'}", f"data.shards={data / 'train'}", f"eval.shards={data / 'heldout'}",
-             f"run.seed={seed}", *stage_overrides["vqgan"]],
-            VQGANTask, lambda cfg: cfg.model,
-        )  # fmt: skip
     with _timed(times, "extract"):
         for split in ("train", "heldout"):
             stages.extract_tokens(out / "vqgan", clip_dir, data / split, out / "tokens" / split)

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from clipgen.models.blocks import AttnBlock, Downsample, ResnetBlock, Upsample, group_norm, swish
+from clipgen.models.blocks import AttnBlock, Downsample, ResnetBlock, Upsample, group_norm, no_norm, swish
 
 
 class _Level(nn.Module):
@@ -36,11 +36,12 @@ class _Level(nn.Module):
 
 
 class _Middle(nn.Module):
-    def __init__(self, channels: int, dropout: float):
+    def __init__(self, channels: int, dropout: float, local: bool = False):
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dropout)
-        self.attn_1 = AttnBlock(channels)
-        self.block_2 = ResnetBlock(channels, channels, dropout)
+        norm = no_norm if local else group_norm
+        self.block_1 = ResnetBlock(channels, channels, dropout, norm)
+        self.attn_1 = nn.Identity() if local else AttnBlock(channels)
+        self.block_2 = ResnetBlock(channels, channels, dropout, norm)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(h)))
@@ -58,8 +59,13 @@ class Encoder(nn.Module):
         resolution: int,
         z_channels: int,
         dropout: float = 0.0,
+        local: bool = False,
     ):
         super().__init__()
+        # local: no attention and no normalisation, so that a code depends only on the pixels in
+        # its receptive field, never on statistics of the whole image (VQGANConfig.local_encoder);
+        # attn_resolutions then applies to the decoder only
+        norm = no_norm if local else group_norm
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
         res, block_in = resolution, ch
@@ -67,17 +73,17 @@ class Encoder(nn.Module):
             block_out = ch * mult
             blocks, attns = [], []
             for _ in range(num_res_blocks):
-                blocks.append(ResnetBlock(block_in, block_out, dropout))
+                blocks.append(ResnetBlock(block_in, block_out, dropout, norm))
                 block_in = block_out
-                if res in attn_resolutions:
+                if res in attn_resolutions and not local:
                     attns.append(AttnBlock(block_in))
             stage = _Level(blocks, attns)
             if level != len(ch_mult) - 1:
                 stage.downsample = Downsample(block_in)
                 res //= 2
             self.down.append(stage)
-        self.mid = _Middle(block_in, dropout)
-        self.norm_out = group_norm(block_in)
+        self.mid = _Middle(block_in, dropout, local)
+        self.norm_out = norm(block_in)
         self.conv_out = nn.Conv2d(block_in, z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,10 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
+def no_norm(channels: int) -> nn.Identity:
+    return nn.Identity()
+
+
 def swish(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(x)
 
@@ -24,12 +28,12 @@ def swish(x: torch.Tensor) -> torch.Tensor:
 class ResnetBlock(nn.Module):
     """norm -> swish -> conv, twice, plus a (1x1 projected) skip connection."""
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0):
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, norm=group_norm):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.norm1 = group_norm(in_channels)
+        self.norm1 = norm(in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = group_norm(out_channels)
+        self.norm2 = norm(out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         if in_channels != out_channels:

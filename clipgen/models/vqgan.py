@@ -35,6 +35,11 @@ class VQGANConfig:
     embed_dim: int = 256
     n_embed: int = 16384
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    # taming's encoder lets every code see the whole image (middle attention, GroupNorm
+    # statistics), so one plain background patch takes dozens of codes depending on what else is
+    # in the picture. A local encoder (no attention, no normalisation) makes a code a function of
+    # its neighbourhood only (the decoder keeps its attention). Off for taming weights.
+    local_encoder: bool = False
 
     @property
     def downsample_factor(self) -> int:
@@ -59,7 +64,7 @@ class VQGAN(nn.Module):
             z_channels=config.z_channels,
             dropout=config.dropout,
         )
-        self.encoder = Encoder(in_channels=config.in_channels, **shared)
+        self.encoder = Encoder(in_channels=config.in_channels, local=config.local_encoder, **shared)
         self.decoder = Decoder(out_ch=config.out_ch, **shared)
         self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1)
         self.quantize = VectorQuantizer(config.n_embed, config.embed_dim, config.quantizer)
