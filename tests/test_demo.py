@@ -46,9 +46,14 @@ def test_demo_runs_every_stage_and_writes_its_report(tmp_path):
     images = ClipGenPipeline.from_pretrained(out / "language-free")(["左上有一个大的红色圆形"], num_images=2, seed=0)
     assert len(images[0]) == 2 and images[0][0].size == (32, 32)
 
-    # a second call finds every stage finished and does not train again
+    # a second call finds every stage finished and trains nothing again
+    logged = {run: (out / run / "metrics.jsonl").read_text() for run in ("toy-clip", "vqgan", "language-free", "bridge-none")}
     assert clipgen_main(args) == 0
+    assert {run: (out / run / "metrics.jsonl").read_text() for run in logged} == logged
     assert json.loads((out / "results.json").read_text())["gpt"]["c3"]["step"] == 3
+    # other settings in the same directory would mix stale work into the results: refused
+    with pytest.raises(SystemExit, match="other settings"):
+        clipgen_main([*args[:2], str(out), *args[3:], "gpt.run.max_steps=4"])
 
 
 def test_demo_overrides_must_name_their_stage():

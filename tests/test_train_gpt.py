@@ -120,3 +120,19 @@ def test_reranking_keeps_the_candidates_clip_scores_best(stages, tmp_path):
         assert [image.tobytes() for image in best] == expected
     with pytest.raises(ValueError, match="candidates"):
         pipe(prompts, num_images=3, candidates=2)
+
+
+def test_sample_script_reranks_with_another_clip(stages, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpt"
+    assert clipgen_main(gpt_args(stages, out, 2)) == 0
+    script = Path(__file__).parent.parent / "sample.py"
+    common = [sys.executable, str(script), "--ckpt", str(out), "--prompt", "红色圆形", "--num-images", "2", "--seed", "0"]
+    run = subprocess.run([*common, "--candidates", "4", "--rerank-clip", f"toy:{stages / 'clip'}", "--out", str(tmp_path / "s")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["0000_0.png", "0000_1.png", "grid.png"]
+    bad = subprocess.run([*common, "--candidates", "4", "--rerank-clip", "toy"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "KIND:PATH" in bad.stderr

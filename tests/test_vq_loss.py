@@ -27,3 +27,6 @@ def test_edge_weight_scales_errors_near_outlines_and_not_elsewhere():
     loss = lambda cfg, rec: reconstruction_loss(cfg, target, rec, lpips=None)[0].item()  # noqa: E731
     assert abs(loss(weighted, flat_error) - loss(plain, flat_error)) < 1e-7
     assert abs(loss(weighted, edge_error) - 6 * loss(plain, edge_error)) < 1e-6  # 1 + 10 * 0.5
+    # what is logged stays the plain mean, comparable with runs without the weighting
+    logged = reconstruction_loss(weighted, target, edge_error, lpips=None)[1]["l1"].item()
+    assert abs(logged - loss(plain, edge_error)) < 1e-7

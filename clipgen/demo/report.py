@@ -29,8 +29,8 @@ def write_report(out: Path, results: dict) -> Path:
         "transformer never see a caption. Attribute accuracy comes from a geometric judge that reads",
         "colour, shape, size and position from pixels (`clipgen.eval.shapes_judge`; 100 % on ground truth).",
         "",
-        f"The language-free model is `language-free/` (bridge **{main['bridge']}**): "
-        "`python sample.py --ckpt language-free --prompt 左上有一个大的红色圆形`.",
+        f"The language-free model is `language-free/` (bridge **{main['bridge']}**); from the clipgen "
+        f"checkout: `python sample.py --ckpt {out / 'language-free'} --prompt 左上有一个大的红色圆形`.",
         "",
         "## Chinese prompts, language-free model",
         "",

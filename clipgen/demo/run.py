@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clipgen.demo import stages
@@ -85,7 +85,8 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
     stage_overrides = split_overrides(overrides)
     if options.bridge not in options.bridges:
         raise ValueError(f"bridge {options.bridge!r} is not one of {sorted(options.bridges)}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()  # the run directories name each other: absolute paths work from anywhere
+    stages.claim_output_dir(out, {"options": asdict(options), "overrides": stage_overrides})
     data, times, seed = out / "data", {}, options.seed
 
     with _timed(times, "make-shapes"):

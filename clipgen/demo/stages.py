@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Callable
@@ -11,6 +12,25 @@ import numpy as np
 from clipgen.config import load_config
 
 log = logging.getLogger("clipgen.demo")
+
+
+def claim_output_dir(out: Path, settings: dict) -> None:
+    """Record the demo's settings in `out`, or check them against the record there: every stage
+    resumes what it finds, so work done with other settings (another seed, other steps, another
+    bridge) would otherwise be mixed into this demo's results."""
+    path = out / "demo-settings.json"
+    settings = json.loads(json.dumps(settings))  # the form it takes on disk (tuples become lists)
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved != settings:
+            differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+            raise ValueError(
+                f"{out} holds a demo made with other settings (they differ in: {', '.join(differ)}); "
+                "choose another --out, or delete it to start over"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def _corpus_source(directory: Path) -> dict | None:

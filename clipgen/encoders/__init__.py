@@ -47,8 +47,25 @@ def load_clip_spec(spec: str, **options) -> ClipEncoder:
         key, eq, value = extra.partition("=")
         if not eq or not key:
             raise ValueError(f"CLIP option {extra!r} in {spec!r} is not KEY=VALUE")
-        options.setdefault(key.strip(), value.strip())
-    return load_clip(kind.strip(), path.strip(), **options)
+        options.setdefault(key.strip(), _option_value(key.strip(), value.strip()))
+    try:
+        return load_clip(kind.strip(), path.strip(), **options)
+    except TypeError as err:  # an option this kind does not take
+        raise ValueError(f"{spec!r}: {err}") from err
+
+
+def _option_value(key: str, value: str):
+    """Options written in a string take the types the encoders expect."""
+    import torch
+
+    if key == "batch_size":
+        return int(value)
+    if key == "dtype":
+        dtype = getattr(torch, value, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"dtype={value} is not a torch dtype (e.g. float32, bfloat16, float16)")
+        return dtype
+    return value
 
 
 __all__ = ["ClipEncoder", "load_clip", "load_clip_spec"]

@@ -29,9 +29,9 @@ class QuantizerConfig:
     restart_min_uses: int = 1  # a code used fewer times since the last restart is dead
     # Where a dead code restarts. "uniform": any recent encoder output, so mostly the commonest
     # content (a plain background), which then gets dozens of interchangeable codes and makes the
-    # token sequences needlessly hard to model. "error": outputs drawn with probability
-    # proportional to their squared distance from the nearest live code (k-means++ seeding), so
-    # new codes go to the content the codebook represents worst.
+    # token sequences needlessly hard to model. "error": distinct outputs drawn with probability
+    # proportional to their squared distance from the nearest live code (as k-means++ seeds, but
+    # in one draw), so new codes go to the content the codebook represents worst.
     restart_pick: Literal["uniform", "error"] = "uniform"
 
 
@@ -148,7 +148,8 @@ class VectorQuantizer(nn.Module):
         error = torch.cdist(inputs, self.codebook()[live].to(inputs)).min(dim=1).values.pow(2)
         if error.sum() <= 0:  # every output already sits on a live code
             return torch.randint(len(inputs), (len(dead),), device=inputs.device)
-        return torch.multinomial(error, len(dead), replacement=True)
+        # distinct outputs where there are enough, so that restarted codes do not pile up on one
+        return torch.multinomial(error, len(dead), replacement=int((error > 0).sum()) < len(dead))
 
 
 def codebook_stats(indices: torch.Tensor, n_embed: int) -> dict[str, float]:

@@ -53,12 +53,15 @@ def local_contrast(x: torch.Tensor) -> torch.Tensor:
 def reconstruction_loss(cfg: LossConfig, x: torch.Tensor, xrec: torch.Tensor, lpips) -> tuple[torch.Tensor, dict]:
     """Mean per-pixel reconstruction loss and its parts (for logging)."""
     x, xrec = x.float(), xrec.float()
-    weight = 1.0 + cfg.edge_weight * local_contrast(x) if cfg.edge_weight > 0 else 1.0
-    parts = {"l1": (weight * (x - xrec).abs()).mean()}
-    loss = cfg.l1_weight * parts["l1"]
+    # the logged l1 / l2 stay plain means, comparable across runs; the weighting enters the loss
+    weight = 1.0 + cfg.edge_weight * local_contrast(x) if cfg.edge_weight > 0 else None
+    l1 = (x - xrec).abs()
+    parts = {"l1": l1.mean()}
+    loss = cfg.l1_weight * (l1 if weight is None else weight * l1).mean()
     if cfg.l2_weight > 0:
-        parts["l2"] = (weight * (x - xrec).pow(2)).mean()
-        loss = loss + cfg.l2_weight * parts["l2"]
+        l2 = (x - xrec).pow(2)
+        parts["l2"] = l2.mean()
+        loss = loss + cfg.l2_weight * (l2 if weight is None else weight * l2).mean()
     if cfg.perceptual_weight > 0:
         parts["lpips"] = lpips(x, xrec).mean()
         loss = loss + cfg.perceptual_weight * parts["lpips"]
