@@ -18,8 +18,7 @@ import torch
 
 from clipgen.data.shapes import full_prompts
 from clipgen.demo.evaluate import heldout_images
-from clipgen.eval.shapes_eval import judge_image_conditioned
-from clipgen.eval.shapes_judge import score_prompts
+from clipgen.eval.shapes_eval import judge_image_conditioned, judge_prompts
 from clipgen.pipeline import ClipGenPipeline
 
 
@@ -38,11 +37,8 @@ def main() -> None:
     for setting in args.settings:
         guidance, top_k, temperature, candidates = setting.split(",")
         sampling = dict(guidance_scale=float(guidance), top_k=int(top_k), temperature=float(temperature))
-        start, generated = time.time(), []
-        for b in range(0, len(prompts), 48):
-            rows = pipe(prompts[b : b + 48], seed=b, candidates=int(candidates), **sampling)
-            generated += [row[0] for row in rows]
-        text = score_prompts(generated, prompts).accuracy()
+        start = time.time()
+        text = judge_prompts(pipe, prompts, candidates=int(candidates), **sampling)[0].accuracy()
         seconds = time.time() - start
         image = judge_image_conditioned(pipe, images, labels, **sampling).accuracy() if candidates == "1" else None
         print(json.dumps({"setting": setting, "text_pct": {k: round(v, 1) for k, v in text.items()},

@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import math
 
 import torch
 
-from clipgen.demo.evaluate import heldout_images
-from clipgen.eval.shapes_judge import AttributeScore, read_image
-from clipgen.images import from_pil, to_pil
+from clipgen.demo.evaluate import heldout_images, score_reconstructions
 from clipgen.models.vqgan import VQGAN, vqgan_model_dir
 
 
@@ -32,11 +29,10 @@ def main() -> None:
 
     vqgan = VQGAN.from_pretrained(vqgan_model_dir(args.vqgan)).eval()
     images, labels = heldout_images(args.heldout, args.images)
-    pixels = from_pil(images).float() / 127.5 - 1
-    reconstructions, quantized = vqgan(pixels)
-    score = AttributeScore().add_all((read_image(r) for r in to_pil(reconstructions)), labels)
-    mse = (reconstructions.clamp(-1, 1) - pixels).pow(2).mean(dim=(1, 2, 3))
-    codes = quantized.indices.flatten(1)
+    score, batches = score_reconstructions(vqgan, images, labels)
+    pixels = torch.cat([b["pixels"] for b in batches])
+    mse = (torch.cat([b["reconstructions"] for b in batches]).clamp(-1, 1) - pixels).pow(2).mean(dim=(1, 2, 3))
+    codes = torch.cat([b["indices"] for b in batches]).flatten(1)
     counts = torch.bincount(codes.flatten(), minlength=vqgan.config.n_embed).double()
     probs = counts[counts > 0] / counts.sum()
     print(json.dumps({

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader
-from clipgen.data.tokens import MANIFEST_NAME, codes_dtype, write_token_shard
+from clipgen.data.shards import MANIFEST_NAME
+from clipgen.data.tokens import codes_dtype, write_token_shard
 from clipgen.engine.dist import DistInfo, all_reduce_sum, barrier
 from clipgen.engine.atomic import atomic_write
 from clipgen.images import to_pil
@@ -55,9 +56,9 @@ def run_extract(job: ExtractJob, info: DistInfo) -> dict:
         loader = make_image_loader(cfg, batch_size=job.batch_size, seed=0, train=False)
         samples = []
         for batch in loader:
-            images = batch["image"].to(info.device)
-            codes = vqgan.encode_to_indices(images).cpu().numpy().astype(dtype)
-            embeddings = clip.encode_image(to_pil(images)).cpu().numpy()
+            pil = to_pil(batch["image"])  # from the CPU batch, before it goes to the device
+            codes = vqgan.encode_to_indices(batch["image"].to(info.device)).cpu().numpy().astype(dtype)
+            embeddings = clip.encode_image(pil).cpu().numpy()
             for key, code, emb, meta in zip(batch["key"], codes, embeddings, batch["meta"]):
                 samples.append({"key": key, "codes": code, "clip": emb, "meta": meta})
         write_token_shard(target, samples)

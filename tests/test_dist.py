@@ -37,6 +37,7 @@ def test_torchrun_variables_win_over_slurm(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")  # a real multi-task step, so SLURM would apply
     dist._env_from_slurm()
     assert os.environ["RANK"] == "0" and os.environ["WORLD_SIZE"] == "2"
 

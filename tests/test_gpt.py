@@ -30,6 +30,8 @@ def test_kv_cache_sampler_draws_the_same_tokens_as_the_naive_one(guidance):
     assert torch.equal(cached, naive)
     again = model.sample(cond, generator=torch.Generator().manual_seed(7), **settings)
     assert torch.equal(cached, again)  # reproducible by seed
+    other = model.sample(cond, generator=torch.Generator().manual_seed(8), **settings)
+    assert not torch.equal(cached, other)  # and the seed drives the draw
 
 
 def test_sampled_tokens_follow_the_model():

@@ -89,6 +89,7 @@ def test_pipeline_and_sample_script(stages, tmp_path, capsys):
     images = pipe(["红色圆形", "左上有一个小的蓝色方块"], num_images=2, seed=3)
     assert [len(row) for row in images] == [2, 2] and images[0][0].size == (32, 32)
     again = pipe(["红色圆形", "左上有一个小的蓝色方块"], num_images=2, seed=3, kv_cache=False)
+    assert [len(row) for row in again] == [2, 2]
     assert all(a.tobytes() == b.tobytes() for ra, rb in zip(images, again) for a, b in zip(ra, rb))
     with pytest.raises(ValueError, match="empty"):
         pipe(["红色", " "])

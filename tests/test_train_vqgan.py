@@ -111,3 +111,4 @@ def test_resumed_run_does_not_log_steps_twice(shards, tmp_path):
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     rows_at_3 = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] == 3]
     assert steps == sorted(steps) and all(row.get("train/loss") != 9.0 for row in rows_at_3)
+    assert sum("train/loss" in row for row in rows_at_3) == 1  # redone once, not dropped, not twice

@@ -22,6 +22,8 @@ from typing import Any
 
 import webdataset as wds
 
+from clipgen.engine.atomic import atomic_write
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "clipgen.shards/1"
 SHARD_PREFIX = "shard-"
@@ -157,9 +159,8 @@ class ShardSetWriter:
             self._writer.close()
             self._writer = None
         manifest = self.manifest(complete, error)
-        tmp = self.out_dir / (MANIFEST_NAME + ".partial")
-        tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(self.out_dir / MANIFEST_NAME)
+        with atomic_write(self.out_dir / MANIFEST_NAME) as tmp:
+            tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         return manifest
 
     def __enter__(self) -> ShardSetWriter:

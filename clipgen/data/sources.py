@@ -33,9 +33,10 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
+from clipgen.data.decode import IMAGE_EXTENSIONS
 from clipgen.data.ffrecord import FFRecordError, FFRecordReader
 
-FOLDER_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+FOLDER_IMAGE_SUFFIXES = frozenset("." + ext for ext in IMAGE_EXTENSIONS)
 
 
 @dataclass(frozen=True)

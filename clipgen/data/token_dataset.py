@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clipgen.data.loader import expand_shards
+from clipgen.data.loader import derive_seed, expand_shards
 from clipgen.data.tokens import iter_token_shard
 
 
@@ -45,7 +45,7 @@ class TokenData:
         return len(self.codes)
 
     def batch(self, batch_size: int, seed: int, rank: int, step: int, micro: int = 0) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, rank, step, micro]).generate_state(1)[0]))
+        generator = torch.Generator().manual_seed(derive_seed(seed, rank, step, micro))
         index = torch.randint(len(self), (batch_size,), generator=generator)
         return {"codes": self.codes[index].long(), "clip": self.clip[index].float(), "index": index}
 

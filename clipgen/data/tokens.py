@@ -19,7 +19,6 @@ import webdataset as wds
 
 from clipgen.engine.atomic import atomic_write
 
-MANIFEST_NAME = "manifest.json"
 
 
 def codes_dtype(n_embed: int) -> np.dtype:

@@ -39,40 +39,38 @@ def heldout_images(heldout_shards: Path, limit: int) -> tuple[list, list[dict]]:
     return images[:limit], labels[:limit]
 
 
-def score_from_prompts(run_dir: Path, n_prompts: int, seed: int, sampling: SamplingSettings) -> AttributeScore:
-    from clipgen.pipeline import ClipGenPipeline
-
+def score_from_prompts(pipe, n_prompts: int, seed: int, sampling: SamplingSettings) -> AttributeScore:
     prompts = [text for text, _ in full_prompts(n_prompts, seed=seed)]
-    return judge_prompts(ClipGenPipeline.from_pretrained(run_dir), prompts, seed=seed, **sampling.as_kwargs())[0]
+    return judge_prompts(pipe, prompts, seed=seed, **sampling.as_kwargs())[0]
 
 
-def score_from_images(run_dir: Path, images, labels, seed: int, sampling: SamplingSettings) -> AttributeScore:
-    from clipgen.pipeline import ClipGenPipeline
-
-    return judge_image_conditioned(ClipGenPipeline.from_pretrained(run_dir), images, labels, seed=seed, **sampling.as_kwargs())
+def score_from_images(pipe, images, labels, seed: int, sampling: SamplingSettings) -> AttributeScore:
+    return judge_image_conditioned(pipe, images, labels, seed=seed, **sampling.as_kwargs())
 
 
 @torch.no_grad()
-def score_reconstructions(vqgan_dir: Path, images, labels) -> AttributeScore:
+def score_reconstructions(vqgan, images, labels, batch_size: int = 256) -> tuple[AttributeScore, list[dict]]:
+    """Judge the VQGAN's reconstructions of `images`; also return, per batch, the reconstructions
+    ([-1, 1]), the inputs and the code indices, for callers that measure more than the judge."""
     from clipgen.images import from_pil, to_pil
-    from clipgen.models.vqgan import VQGAN, vqgan_model_dir
 
-    vqgan = VQGAN.from_pretrained(vqgan_model_dir(vqgan_dir)).eval()
-    score = AttributeScore()
-    for start in range(0, len(images), 256):
-        pixels = from_pil(images[start : start + 256]).float() / 127.5 - 1
-        score.add_all((read_image(r) for r in to_pil(vqgan(pixels)[0])), labels[start : start + 256])
-    return score
+    score, batches = AttributeScore(), []
+    device = next(vqgan.parameters()).device
+    for start in range(0, len(images), batch_size):
+        pixels = from_pil(images[start : start + batch_size]).float().to(device) / 127.5 - 1
+        reconstructions, quantized = vqgan(pixels)
+        score.add_all((read_image(r) for r in to_pil(reconstructions)), labels[start : start + batch_size])
+        batches.append({"pixels": pixels, "reconstructions": reconstructions, "indices": quantized.indices})
+    return score, batches
 
 
-def prompt_grid(run_dir: Path, prompts: list[str], per_prompt: int, seed: int, sampling: SamplingSettings, path: Path) -> Path:
+def prompt_grid(pipe, prompts: list[str], per_prompt: int, seed: int, sampling: SamplingSettings, path: Path) -> Path:
     """One row per prompt, `per_prompt` samples each, upscaled 2x without smoothing."""
     from PIL import Image
 
     from clipgen.engine.atomic import atomic_write
-    from clipgen.pipeline import ClipGenPipeline
 
-    rows = ClipGenPipeline.from_pretrained(run_dir)(prompts, num_images=per_prompt, seed=seed, **sampling.as_kwargs())
+    rows = pipe(prompts, num_images=per_prompt, seed=seed, **sampling.as_kwargs())
     side = rows[0][0].size[0] * 2
     sheet = Image.new("RGB", (per_prompt * (side + 2), len(rows) * (side + 2)), (255, 255, 255))
     for r, images in enumerate(rows):

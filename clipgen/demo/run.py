@@ -128,11 +128,14 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
             )  # fmt: skip
 
     with _timed(times, "evaluate"):
-        bridges = {b: score_from_prompts(d, options.eval_prompts, seed, options.sampling).accuracy() for b, d in run_dirs.items()}
+        from clipgen.pipeline import ClipGenPipeline
+
+        pipes = {b: ClipGenPipeline.from_pretrained(d) for b, d in run_dirs.items()}
+        bridges = {b: score_from_prompts(pipe, options.eval_prompts, seed, options.sampling).accuracy() for b, pipe in pipes.items()}
         images, labels = heldout_images(data / "heldout", options.eval_images)
-        image_conditioned = score_from_images(run_dirs[options.bridge], images, labels, seed, options.sampling).accuracy()
-        reconstructions = score_reconstructions(out / "vqgan", images, labels).accuracy()
-        prompt_grid(run_dirs[options.bridge], GRID_PROMPTS, 8, seed, options.grid_sampling, out / "grid.png")
+        image_conditioned = score_from_images(pipes[options.bridge], images, labels, seed, options.sampling).accuracy()
+        reconstructions = score_reconstructions(pipes[options.bridge].vqgan, images, labels)[0].accuracy()
+        prompt_grid(pipes[options.bridge], GRID_PROMPTS, 8, seed, options.grid_sampling, out / "grid.png")
         _plot_curves(out, run_dirs)
 
     results = {

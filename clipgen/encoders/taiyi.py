@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 
 from clipgen.encoders.base import ClipEncoder, require_path
 

@@ -8,6 +8,7 @@ the same in every stage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -65,6 +66,11 @@ def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
     if run.precision == "bf16" or (run.precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to `dtype` on `device`, or nothing when `dtype` is None (full precision)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def prepare_run_dir(config: Any, run: RunConfig, info: DistInfo, resume: bool) -> Path:

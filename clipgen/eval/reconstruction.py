@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Iterable
 
 import torch
 
 from clipgen.engine.dist import all_reduce_sum
+from clipgen.engine.trainer import autocast_context
 from clipgen.eval.features import FeatureFn
 from clipgen.eval.frechet import FeatureStats, frechet_distance_of
 
@@ -36,12 +36,9 @@ def evaluate_reconstruction(
     # sized up front: a rank whose share of the shards is empty still joins every reduction
     dim = features(torch.zeros(1, 3, size, size, device=device)).shape[1]
     real_stats, fake_stats = FeatureStats(dim), FeatureStats(dim)
-    autocast = (
-        torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    )
     for batch in batches:
         x = batch["image"].to(device)
-        with autocast:
+        with autocast_context(device, autocast_dtype):
             xrec, quantized = model(x)
         xrec = xrec.float().clamp(-1, 1)
         psnr_sum += psnr_per_image(x, xrec).sum().double().cpu()

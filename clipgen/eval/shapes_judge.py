@@ -40,7 +40,6 @@ _BACKGROUND = np.array(BACKGROUND_RGB, dtype=np.float32)
 FOREGROUND_THRESHOLD = float(np.abs(_PALETTE - _BACKGROUND).max(axis=1).min() / 2)
 MIN_OBJECT_PIXELS = 4  # fewer is noise, not an object
 SHAPE_NAMES = tuple(value.canonical for value in ATTRIBUTES["shape"])
-UNREADABLE = None  # what the judge answers for an attribute when it finds no object
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,6 @@ class Reading:
     shape: str | None
     size: str | None
     position: str | None
-    shape_iou: float = 0.0  # overlap of the best template: low values flag malformed objects
 
     def as_dict(self) -> dict[str, str | None]:
         return {name: getattr(self, name) for name in ATTRIBUTES}
@@ -113,7 +111,7 @@ def read_image(image: np.ndarray | Image.Image) -> Reading:
         template = _template(shape, y1 - y0, x1 - x0)
         ious.append((crop & template).sum() / (crop | template).sum())
     best = int(np.argmax(ious))
-    return Reading(colour, SHAPE_NAMES[best], size, position, float(ious[best]))
+    return Reading(colour, SHAPE_NAMES[best], size, position)
 
 
 def wanted_attributes(prompt: str) -> dict[str, str]:
@@ -148,9 +146,6 @@ class AttributeScore:
         """Percent correct per attribute (NaN for an attribute no prompt asked for)."""
         return {name: 100.0 * self.correct[name] / self.asked[name] if self.asked[name] else float("nan") for name in ATTRIBUTES}
 
-    def counts(self) -> dict[str, list[int]]:
-        """[correct, asked] per attribute: what to sum across ranks."""
-        return {name: [self.correct[name], self.asked[name]] for name in ATTRIBUTES}
 
 
 def score_prompts(images: Sequence[np.ndarray | Image.Image], prompts: Sequence[str]) -> AttributeScore:

@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from clipgen.config import ConfigError, save_config
+from clipgen.data.loader import derive_seed
 from clipgen.data.token_dataset import TokenData
 from clipgen.encoders.gap import GapBridge, GapConfig
 from clipgen.engine.dist import DistInfo, all_reduce_sum
 from clipgen.engine.ema import EMA
 from clipgen.engine.logging import RunLogger
 from clipgen.engine.schedule import lr_factor
-from clipgen.engine.trainer import RunConfig, autocast_dtype
+from clipgen.engine.trainer import RunConfig, autocast_context, autocast_dtype
 from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups
 
 log = logging.getLogger("clipgen.train")
@@ -138,7 +138,7 @@ class GPTTask:
             n += 1
 
     def _condition(self, clip: torch.Tensor, step: int, micro: int, train: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        seed = int(np.random.SeedSequence([self.cfg.run.seed, self.info.rank, step, micro, 7]).generate_state(1)[0])
+        seed = derive_seed(self.cfg.run.seed, self.info.rank, step, micro, 7)
         generator = torch.Generator(self.device).manual_seed(seed)
         cond = self.bridge.for_training(torch.nn.functional.normalize(clip.to(self.device), dim=-1), generator)
         if not train or self.cfg.condition.cond_dropout <= 0:
@@ -147,7 +147,7 @@ class GPTTask:
         return cond, drop
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+        return autocast_context(self.device, self.amp_dtype)
 
     def train_step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, float]:
         optim = self.cfg.optim
@@ -161,10 +161,11 @@ class GPTTask:
             last = micro == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or not self.info.distributed else self.model_ddp.no_sync()
             cond, drop = self._condition(batch["clip"], step, micro, train=True)
+            codes = batch["codes"].to(self.device)
             with sync:
                 with self._autocast():
-                    logits = self.model_ddp(cond, batch["codes"].to(self.device), drop)
-                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch["codes"].to(self.device).flatten())
+                    logits = self.model_ddp(cond, codes, drop)
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), codes.flatten())
                 (loss / len(micro_batches)).backward()
             total += loss.item() / len(micro_batches)
         if optim.grad_clip > 0:

@@ -18,7 +18,7 @@ from clipgen.engine.dist import DistInfo, all_reduce_sum
 from clipgen.engine.ema import EMA
 from clipgen.engine.logging import RunLogger
 from clipgen.engine.schedule import lr_factor
-from clipgen.engine.trainer import RunConfig, autocast_dtype
+from clipgen.engine.trainer import RunConfig, autocast_context, autocast_dtype
 from clipgen.eval.features import feature_fn
 from clipgen.eval.reconstruction import evaluate_reconstruction
 from clipgen.models.discriminator import PatchDiscriminator
@@ -111,9 +111,7 @@ class VQGANTask:
     # --- one optimizer step ----------------------------------------------------------------------
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast_context(self.device, self.amp_dtype)
 
     def _lr_scale(self, step: int) -> float:
         optim = self.cfg.optim
