@@ -35,6 +35,9 @@ class ExtractJob:
     data: str
     out: Path
     batch_size: int = 64
+    # also the CLIP text embedding of each sample's caption (for the caption-trained baseline);
+    # samples without a caption then get none, and are counted
+    caption_embeddings: bool = False
 
 
 def run_extract(job: ExtractJob, info: DistInfo) -> dict:
@@ -45,8 +48,9 @@ def run_extract(job: ExtractJob, info: DistInfo) -> dict:
     vqgan = VQGAN.from_pretrained(job.vqgan_dir).to(info.device).eval()
     clip = load_clip_spec(job.clip, device=info.device)
     dtype = codes_dtype(vqgan.config.n_embed)
+    _refuse_other_settings(job)
     job.out.mkdir(parents=True, exist_ok=True)
-    counts = torch.zeros(3, dtype=torch.float64)  # images, bad samples, shards skipped as done
+    counts = torch.zeros(4, dtype=torch.float64)  # images, bad samples, shards skipped as done, no caption
     for shard in shards[info.rank :: info.world_size]:
         target = job.out / Path(shard).name
         if target.exists():
@@ -59,20 +63,47 @@ def run_extract(job: ExtractJob, info: DistInfo) -> dict:
             pil = to_pil(batch["image"])  # from the CPU batch, before it goes to the device
             codes = vqgan.encode_to_indices(batch["image"].to(info.device)).cpu().numpy().astype(dtype)
             embeddings = clip.encode_image(pil).cpu().numpy()
-            for key, code, emb, meta in zip(batch["key"], codes, embeddings, batch["meta"]):
-                samples.append({"key": key, "codes": code, "clip": emb, "meta": meta})
+            texts = _caption_embeddings(clip, batch["meta"]) if job.caption_embeddings else [None] * len(pil)
+            for key, code, emb, text, meta in zip(batch["key"], codes, embeddings, texts, batch["meta"]):
+                samples.append({"key": key, "codes": code, "clip": emb, "text": text, "meta": meta})
         write_token_shard(target, samples)
-        counts += torch.tensor([len(samples), loader.bad_samples.count, 0], dtype=torch.float64)
+        no_caption = sum(s["text"] is None for s in samples) if job.caption_embeddings else 0
+        counts += torch.tensor([len(samples), loader.bad_samples.count, 0, no_caption], dtype=torch.float64)
         log.info("%s: %d images, %d bad", target.name, len(samples), loader.bad_samples.count)
     all_reduce_sum(counts)
     summary = {
         "vqgan": str(job.vqgan_dir), "token_grid": vqgan.config.token_grid, "n_embed": vqgan.config.n_embed,
         "clip": {"spec": job.clip, "dim": clip.dim},
         "images_this_pass": int(counts[0]), "bad_samples_this_pass": int(counts[1]),
-        "shards_already_done": int(counts[2]), "shards": sorted(p.name for p in job.out.glob("*.tar")),
+        "shards_already_done": int(counts[2]), "caption_embeddings": job.caption_embeddings,
+        "samples_without_caption_this_pass": int(counts[3]), "shards": sorted(p.name for p in job.out.glob("*.tar")),
     }  # fmt: skip
     if info.is_main:
         with atomic_write(job.out / MANIFEST_NAME) as tmp:
             tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     barrier()
     return summary
+
+
+def _refuse_other_settings(job: ExtractJob) -> None:
+    """A rerun skips finished shards, so it must not mix in shards made with other settings."""
+    manifest = job.out / MANIFEST_NAME
+    if not manifest.is_file():
+        return
+    done = json.loads(manifest.read_text(encoding="utf-8"))
+    if done.get("caption_embeddings", False) != job.caption_embeddings or done.get("clip", {}).get("spec") != job.clip:
+        raise ValueError(
+            f"{job.out} holds token shards extracted with clip={done.get('clip', {}).get('spec')!r}, "
+            f"caption_embeddings={done.get('caption_embeddings', False)}; use another --out or delete it"
+        )
+
+
+def _caption_embeddings(clip, metas: list[dict]) -> list:
+    """The CLIP text embedding of each sample's caption, None where a sample has none."""
+    captions = [str(meta.get("caption", "")).strip() for meta in metas]
+    present = [i for i, caption in enumerate(captions) if caption]
+    out = [None] * len(metas)
+    if present:
+        for i, emb in zip(present, clip.encode_text([captions[i] for i in present]).cpu().numpy()):
+            out[i] = emb
+    return out

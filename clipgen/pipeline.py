@@ -2,7 +2,8 @@
 
 A condition-transformer run directory names everything sampling needs: `model/` (the
 transformer), `gap.json` (the bridge applied to text embeddings) and `condition.yaml` (the VQGAN
-that decodes the tokens and the CLIP whose text tower reads the prompts).
+that decodes the tokens and the CLIP whose text tower reads the prompts). A text-token baseline
+run reads prompts with its own `caption-vocab.txt` instead; its CLIP, if named, only re-ranks.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from clipgen.images import to_pil
 
 
 class ClipGenPipeline:
-    def __init__(self, gpt, vqgan, clip, bridge, device: torch.device, reranker=None):
+    def __init__(self, gpt, vqgan, clip, bridge, device: torch.device, reranker=None, caption_tokenizer=None):
         self.gpt, self.vqgan, self.clip, self.bridge, self.device = gpt, vqgan, clip, bridge, device
         # the CLIP that ranks candidates: the conditioning CLIP unless another is given (a CLIP the
         # generator was not conditioned on is a less biased judge of its own samples)
         self.reranker = reranker or clip
+        self.caption_tokenizer = caption_tokenizer  # set for text-token runs, which read no CLIP
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto") -> "ClipGenPipeline":
@@ -30,22 +32,37 @@ class ClipGenPipeline:
         from clipgen.encoders.gap import GapBridge
         from clipgen.models.gpt import load_gpt
         from clipgen.models.vqgan import VQGAN, vqgan_model_dir
-        from clipgen.train.gpt import ConditionConfig
+        from clipgen.train.gpt import CAPTION_VOCAB_NAME, ConditionConfig
 
         run_dir = Path(run_dir)
         if not (run_dir / "condition.yaml").is_file():
             raise FileNotFoundError(f"{run_dir} is not a condition-transformer run directory (no condition.yaml)")
         condition = load_config(ConditionConfig, run_dir / "condition.yaml")
-        if not condition.clip or not condition.vqgan:
+        reads_tokens = condition.source == "caption-tokens"
+        if not condition.vqgan or not (condition.clip or reads_tokens):
             raise ValueError(f"{run_dir}/condition.yaml must name the CLIP (clip: KIND:PATH) and the VQGAN (vqgan: DIR)")
         torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        gpt = load_gpt(run_dir / "model").to(torch_device)
+        tokenizer = None
+        if reads_tokens:
+            from clipgen.encoders.caption_tokens import CaptionTokenizer
+
+            tokenizer = CaptionTokenizer(run_dir / CAPTION_VOCAB_NAME, gpt.config.n_prefix)
         return cls(
-            load_gpt(run_dir / "model").to(torch_device),
+            gpt,
             VQGAN.from_pretrained(vqgan_model_dir(condition.vqgan)).to(torch_device).eval(),
-            load_clip_spec(condition.clip, device=torch_device),
+            load_clip_spec(condition.clip, device=torch_device) if condition.clip else None,
             GapBridge.load(run_dir),
             torch_device,
+            caption_tokenizer=tokenizer,
         )
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """What the transformer reads for these prompts: the bridged CLIP text embeddings, or the
+        caption token ids of a text-token run. Empty prompts are refused, long ones cut."""
+        if self.caption_tokenizer is not None:
+            return self.caption_tokenizer.encode(prompts)
+        return self.bridge.for_inference(self.clip.encode_text(prompts))
 
     @torch.no_grad()
     def __call__(
@@ -71,9 +88,10 @@ class ClipGenPipeline:
         if candidates is not None and candidates < num_images:
             raise ValueError(f"candidates ({candidates}) must be at least num_images ({num_images})")
         per_prompt = candidates or num_images
-        text = self.clip.encode_text(prompts)  # empty prompts are refused here, long ones cut
+        if candidates and self.reranker is None:
+            raise ValueError("re-ranking needs a CLIP: this run names none (pass reranker=...)")
         images = self.generate(
-            self.bridge.for_inference(text).repeat_interleave(per_prompt, dim=0), seed=seed,
+            self.encode_prompts(prompts).repeat_interleave(per_prompt, dim=0), seed=seed,
             guidance_scale=guidance_scale, top_k=top_k, top_p=top_p, temperature=temperature, kv_cache=kv_cache,
         )  # fmt: skip
         groups = [images[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]

@@ -4,9 +4,10 @@ import torch
 from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups, filter_logits
 
 
-def tiny(dtype=torch.float64) -> ConditionTransformer:
+def tiny(dtype=torch.float64, cond_every_token=False) -> ConditionTransformer:
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=37, block_size=16, cond_dim=12, n_prefix=3, n_layer=2, n_head=2, n_embd=16)
+    cfg = GPTConfig(vocab_size=37, block_size=16, cond_dim=12, n_prefix=3, n_layer=2, n_head=2, n_embd=16,
+                    cond_every_token=cond_every_token)  # fmt: skip
     return ConditionTransformer(cfg).to(dtype).eval()
 
 
@@ -19,9 +20,23 @@ def test_forward_shapes_and_condition_dropout():
     assert torch.equal(prefix[0], model.null_prefix) and not torch.equal(prefix[1], model.null_prefix)
 
 
+def test_condition_on_every_token_reaches_each_position_and_drops_with_the_prefix():
+    model = tiny(cond_every_token=True)
+    cond, tokens = torch.randn(2, 12, dtype=torch.float64), torch.randint(0, 37, (2, 16))
+    drop = torch.tensor([True, False])
+    bias = model.condition_bias(cond, drop)
+    assert torch.equal(bias[0], model.null_token) and torch.allclose(bias[1], model.cond_token(cond[1]))
+    # the projection reaches the last position directly
+    before = model(cond, tokens)
+    with torch.no_grad():
+        model.cond_token.weight.add_(torch.randn_like(model.cond_token.weight))  # a constant shift LN would remove
+    assert not torch.allclose(model(cond, tokens)[:, -1], before[:, -1])
+
+
+@pytest.mark.parametrize("every_token", [False, True])
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-def test_kv_cache_sampler_draws_the_same_tokens_as_the_naive_one(guidance):
-    model = tiny()
+def test_kv_cache_sampler_draws_the_same_tokens_as_the_naive_one(guidance, every_token):
+    model = tiny(cond_every_token=every_token)
     cond = torch.randn(3, 12, dtype=torch.float64)
     settings = dict(temperature=1.0, top_k=20, top_p=0.95, guidance_scale=guidance)
     cached = model.sample(cond, generator=torch.Generator().manual_seed(7), kv_cache=True, **settings)
@@ -34,9 +49,10 @@ def test_kv_cache_sampler_draws_the_same_tokens_as_the_naive_one(guidance):
     assert not torch.equal(cached, other)  # and the seed drives the draw
 
 
-def test_sampled_tokens_follow_the_model():
+@pytest.mark.parametrize("every_token", [False, True])
+def test_sampled_tokens_follow_the_model(every_token):
     # greedy decoding must reproduce each position's argmax under teacher forcing
-    model = tiny()
+    model = tiny(cond_every_token=every_token)
     cond = torch.randn(2, 12, dtype=torch.float64)
     tokens = model.sample(cond, temperature=0.0)
     assert torch.equal(model(cond, tokens).argmax(-1), tokens)

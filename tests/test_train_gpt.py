@@ -7,42 +7,15 @@ import pytest
 import torch
 
 from clipgen.cli import main as clipgen_main
-from clipgen.commands.make_shapes import make_shapes
 from clipgen.encoders.gap import GapBridge
 from clipgen.engine.checkpoint import latest_checkpoint, load_checkpoint
 from clipgen.models.gpt import load_gpt
-from data_helpers import save_tiny_stage_models
-
-CONFIG = Path(__file__).parent.parent / "configs/gpt/shapes32.yaml"
+from gpt_helpers import gpt_args, make_stages
 
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
-    """Image shards, a VQGAN, a toy CLIP and the token shards extracted with them."""
-    root = tmp_path_factory.mktemp("gpt_stages")
-    make_shapes(root / "images", 32, size=32, seed=0, shard_size=16)
-    make_shapes(root / "heldout", 8, size=32, seed=1, shard_size=8)
-    save_tiny_stage_models(root)
-    for split in ("images", "heldout"):
-        assert clipgen_main(["extract", "--vqgan", str(root / "vq"), "--clip", f"toy:{root / 'clip'}",
-                             "--data", str(root / split), "--out", str(root / "tokens" / split)]) == 0  # fmt: skip
-    (root / "texts.txt").write_text("红色圆形\n左上有一个小的蓝色方块\n\n三角形在中间\n", encoding="utf-8")
-    return root
-
-
-def gpt_args(root: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    settings = [
-        f"run.out_dir={out}", f"run.max_steps={steps}", "run.batch_size=8", "run.log_every=1", "run.eval_every=2",
-        "run.ckpt_every=2", "run.image_every=2", f"data.train={root / 'tokens/images'}",
-        f"data.val={root / 'tokens/heldout'}", "model.vocab_size=64", "model.cond_dim=16", "model.n_layer=1",
-        "model.n_head=2", "model.n_embd=32", "optim.warmup_steps=1", "optim.schedule=constant",
-        f"condition.clip=toy:{root / 'clip'}", f"condition.vqgan={root / 'vq'}", "sample.images_per_prompt=2",
-        *extra,
-    ]  # fmt: skip
-    args = ["train-gpt", "--config", str(CONFIG)]
-    for item in settings:
-        args += ["--set", item]
-    return args
+    return make_stages(tmp_path_factory.mktemp("gpt_stages"))
 
 
 def test_gpt_run_writes_model_bridge_and_samples(stages, tmp_path, capsys):

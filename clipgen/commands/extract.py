@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="image shards: directory, brace pattern or list")
     parser.add_argument("--out", required=True, help="output directory for token shards")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--caption-embeddings", action="store_true",
+                        help="also store the CLIP text embedding of each sample's caption (caption-trained baseline)")
     parser.add_argument("--device", default="auto")
 
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed(args.device)
     setup_console_logging(info.is_main)
     try:
-        summary = run_extract(ExtractJob(vqgan_dir, args.clip, args.data, Path(args.out), args.batch_size), info)
+        summary = run_extract(ExtractJob(vqgan_dir, args.clip, args.data, Path(args.out), args.batch_size, args.caption_embeddings), info)
     finally:
         cleanup_distributed()
     if info.is_main:

@@ -20,38 +20,56 @@ from clipgen.data.tokens import iter_token_shard
 @dataclass
 class TokenData:
     codes: torch.Tensor  # [N, h*w] int16/int32
-    clip: torch.Tensor  # [N, D] float16
+    clip: torch.Tensor  # [N, D] float16: CLIP image embeddings
     meta: list[dict]
+    text: torch.Tensor | None = None  # [N, D] float16: CLIP text embeddings of the captions, if extracted
 
     @classmethod
     def load(cls, spec: str) -> "TokenData":
-        codes, clip, meta = [], [], []
+        codes, clip, text, meta = [], [], [], []
         for path in expand_shards(spec):
             for sample in iter_token_shard(path):
                 codes.append(sample["codes"].reshape(-1))
                 clip.append(sample["clip"])
+                text.append(sample["text"])
                 meta.append(sample["meta"])
         if not codes:
             raise ValueError(f"no token samples in {spec}")
-        n_embed_fits_int16 = max(int(c.max()) for c in codes) < 2**15
-        code_dtype = np.int16 if n_embed_fits_int16 else np.int32
+        code_dtype = np.int16 if max(int(c.max()) for c in codes) < 2**15 else np.int32
+        with_text = [t is not None for t in text]
+        if any(with_text) and not all(with_text):
+            raise ValueError(
+                f"{spec}: {with_text.count(False)} of {len(text)} samples have no caption embedding; "
+                "extract with --caption-embeddings from shards whose every sample has a caption"
+            )
         return cls(
-            torch.from_numpy(np.stack(codes).astype(code_dtype)),
-            torch.from_numpy(np.stack(clip).astype(np.float16)),
+            torch.from_numpy(np.stack(codes).astype(code_dtype, copy=False)),
+            torch.from_numpy(np.stack(clip).astype(np.float16, copy=False)),
             meta,
+            torch.from_numpy(np.stack(text).astype(np.float16, copy=False)) if all(with_text) else None,
         )
+
+    def captions(self) -> list[str]:
+        missing = sum(1 for m in self.meta if not str(m.get("caption", "")).strip())
+        if missing:
+            raise ValueError(f"{missing} of {len(self.meta)} token samples have no caption in their metadata")
+        return [m["caption"] for m in self.meta]
 
     def __len__(self) -> int:
         return len(self.codes)
 
+    def _rows(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = {"codes": self.codes[index].long(), "clip": self.clip[index].float(), "index": index}
+        if self.text is not None:
+            rows["text"] = self.text[index].float()
+        return rows
+
     def batch(self, batch_size: int, seed: int, rank: int, step: int, micro: int = 0) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(derive_seed(seed, rank, step, micro))
-        index = torch.randint(len(self), (batch_size,), generator=generator)
-        return {"codes": self.codes[index].long(), "clip": self.clip[index].float(), "index": index}
+        return self._rows(torch.randint(len(self), (batch_size,), generator=generator))
 
     def batches_in_order(self, batch_size: int, rank: int = 0, world_size: int = 1):
         """Every sample once, this rank's share, in order (validation)."""
         indices = torch.arange(rank, len(self), world_size)
         for start in range(0, len(indices), batch_size):
-            index = indices[start : start + batch_size]
-            yield {"codes": self.codes[index].long(), "clip": self.clip[index].float(), "index": index}
+            yield self._rows(indices[start : start + batch_size])

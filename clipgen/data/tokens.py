@@ -1,8 +1,10 @@
 """Token shards: what `clipgen extract` writes and `train_gpt.py` reads.
 
 One webdataset sample per image: `codes.npy` (the VQGAN indices [h, w], int16 when the codebook
-fits, else int32), `clip.npy` (the L2-normalised CLIP image embedding [D], float16) and `json`
-(the source sample's metadata, labels and caption included when present). One token shard is
+fits, else int32), `clip.npy` (the L2-normalised CLIP image embedding [D], float16), `text.npy`
+when asked for and the sample has a caption (the same CLIP's text embedding of that caption, which
+the caption-trained baseline is conditioned on) and `json` (the source sample's metadata, labels and
+caption included when present). One token shard is
 written per image shard, under the same name, atomically, so an interrupted extraction resumes
 by skipping the shards already there.
 """
@@ -32,24 +34,34 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def write_token_shard(path: Path, samples: list[dict[str, Any]]) -> None:
-    """samples: dicts with key, codes (int array), clip (float array), meta (dict)."""
+    """samples: dicts with key, codes (int array), clip (float array), meta (dict) and optionally
+    text (float array)."""
     with atomic_write(path) as tmp:
         with wds.TarWriter(str(tmp), mtime=0) as writer:
             for sample in samples:
-                writer.write({
+                record = {
                     "__key__": sample["key"],
                     "codes.npy": _npy(sample["codes"]),
                     "clip.npy": _npy(sample["clip"].astype(np.float16)),
                     "json": json.dumps(sample["meta"], ensure_ascii=False).encode("utf-8"),
-                })  # fmt: skip
+                }  # fmt: skip
+                if sample.get("text") is not None:
+                    record["text.npy"] = _npy(sample["text"].astype(np.float16))
+                writer.write(record)
 
 
 def iter_token_shard(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Samples of one token shard: key, codes (int64 [h, w]), clip (float32 [D]), meta."""
+    """Samples of one token shard: key, codes (int [h, w]), clip (float16 [D]), text (float16 [D]
+    or None), meta; arrays keep the dtypes they were stored in."""
     for raw in wds.tarfile_samples([{"url": str(path)}]):
         yield {
             "key": raw["__key__"],
-            "codes": np.load(io.BytesIO(raw["codes.npy"]), allow_pickle=False).astype(np.int64),
-            "clip": np.load(io.BytesIO(raw["clip.npy"]), allow_pickle=False).astype(np.float32),
+            "codes": _load_npy(raw["codes.npy"]),
+            "clip": _load_npy(raw["clip.npy"]),
+            "text": _load_npy(raw["text.npy"]) if "text.npy" in raw else None,
             "meta": json.loads(raw["json"]) if "json" in raw else {},
         }
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)

@@ -142,10 +142,23 @@ class AttributeScore:
             self.add(reading, want)
         return self
 
+    def all_reduce(self) -> "AttributeScore":
+        """Sum the counts over ranks (torchrun); a no-op in one process."""
+        import torch
+
+        from clipgen.engine.dist import all_reduce_sum
+
+        counts = torch.tensor([*self.correct.values(), *self.asked.values(), self.unreadable, self.images], dtype=torch.float64)
+        counts = all_reduce_sum(counts).long().tolist()
+        n = len(ATTRIBUTES)
+        self.correct = dict(zip(ATTRIBUTES, counts[:n]))
+        self.asked = dict(zip(ATTRIBUTES, counts[n : 2 * n]))
+        self.unreadable, self.images = counts[2 * n], counts[2 * n + 1]
+        return self
+
     def accuracy(self) -> dict[str, float]:
         """Percent correct per attribute (NaN for an attribute no prompt asked for)."""
         return {name: 100.0 * self.correct[name] / self.asked[name] if self.asked[name] else float("nan") for name in ATTRIBUTES}
-
 
 
 def score_prompts(images: Sequence[np.ndarray | Image.Image], prompts: Sequence[str]) -> AttributeScore:

@@ -1,7 +1,11 @@
 """The condition transformer: p(image tokens | CLIP embedding), decoder-only, pre-LN.
 
 The CLIP embedding (of the image in training, of the prompt's text at inference) is projected to
-`n_prefix` prefix tokens; image token i is predicted from the prefix and tokens < i. A learned
+`n_prefix` prefix tokens; image token i is predicted from the prefix and tokens < i. With
+`cond_every_token` the embedding is also projected to one vector added to every image token's
+input, so each position sees the condition directly rather than only through attention to the
+prefix (on the CPU demo this learns shape faster: BENCHMARKS.md). The text-token baseline
+(`text_vocab_size` > 0) uses caption token ids as the prefix instead. A learned
 "null" prefix stands for "no condition": training swaps it in for a fraction of images
 (`cond_dropout`), which is what classifier-free guidance needs at sampling time.
 
@@ -31,6 +35,10 @@ class GPTConfig:
     n_embd: int = 1024
     dropout: float = 0.0
     bias: bool = False  # biases in Linear and LayerNorm (nanoGPT: False is a little better and faster)
+    cond_every_token: bool = False  # also add a projection of the condition to every token's input
+    # > 0: the condition is n_prefix caption token ids, not an embedding (the EasyNLP-style
+    # text-token baseline); they share the embedding table with the image codes, shifted past them
+    text_vocab_size: int = 0
 
 
 class KVCache:
@@ -91,10 +99,16 @@ class ConditionTransformer(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        if config.text_vocab_size and config.cond_every_token:
+            raise ValueError("cond_every_token needs an embedding condition, not caption tokens (text_vocab_size > 0)")
+        self.tok_emb = nn.Embedding(config.vocab_size + config.text_vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.n_prefix + config.block_size, config.n_embd)
-        self.cond_proj = nn.Linear(config.cond_dim, config.n_prefix * config.n_embd)
+        # only the image codes are ever predicted, so the head stops at the codebook
+        self.cond_proj = None if config.text_vocab_size else nn.Linear(config.cond_dim, config.n_prefix * config.n_embd)
         self.null_prefix = nn.Parameter(torch.zeros(config.n_prefix, config.n_embd))
+        if config.cond_every_token:
+            self.cond_token = nn.Linear(config.cond_dim, config.n_embd)
+            self.null_token = nn.Parameter(torch.zeros(config.n_embd))
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -123,16 +137,36 @@ class ConditionTransformer(nn.Module):
     # --- the forward pass ------------------------------------------------------------------------
 
     def prefix(self, cond: torch.Tensor | None, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, cond_dim] embeddings -> [B, n_prefix, n_embd]; rows where `drop` is True (or all
-        rows when `cond` is None, which needs `drop` for the batch size) get the null prefix."""
+        """[B, cond_dim] embeddings (or [B, n_prefix] caption ids) -> [B, n_prefix, n_embd]; rows
+        where `drop` is True (or all rows when `cond` is None, which needs `drop` for the batch
+        size) get the null prefix."""
         cfg = self.config
         null = self.null_prefix.unsqueeze(0)
         if cond is None:
             return null.expand(drop.shape[0], -1, -1)
-        prefix = self.cond_proj(cond.to(self.cond_proj.weight.dtype)).view(-1, cfg.n_prefix, cfg.n_embd)
+        if cfg.text_vocab_size:
+            prefix = self.tok_emb(cond.long() + cfg.vocab_size)
+        else:
+            prefix = self.cond_proj(cond.to(self.cond_proj.weight.dtype)).view(-1, cfg.n_prefix, cfg.n_embd)
         if drop is not None:
             prefix = torch.where(drop.view(-1, 1, 1), null.to(prefix.dtype), prefix)
         return prefix
+
+    def condition_bias(self, cond: torch.Tensor | None, drop: torch.Tensor | None = None) -> torch.Tensor | None:
+        """With `cond_every_token`, [B, n_embd] added to every image token's input (the null vector
+        where the condition is dropped, as `prefix` does); otherwise None."""
+        if not self.config.cond_every_token:
+            return None
+        if cond is None:
+            return self.null_token.expand(drop.shape[0], -1)
+        bias = self.cond_token(cond.to(self.cond_token.weight.dtype))
+        if drop is not None:
+            bias = torch.where(drop.view(-1, 1), self.null_token.to(bias.dtype), bias)
+        return bias
+
+    def embed_tokens(self, tokens: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        emb = self.tok_emb(tokens)
+        return emb if bias is None else emb + bias.unsqueeze(1)
 
     def _run(self, x: torch.Tensor, start: int, cache: KVCache | None = None) -> torch.Tensor:
         positions = torch.arange(start, start + x.shape[1], device=x.device)
@@ -145,7 +179,8 @@ class ConditionTransformer(nn.Module):
 
     def forward(self, cond: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, T, vocab] predicting tokens [B, T] (T ≤ block_size) from the condition."""
-        x = torch.cat([self.prefix(cond, drop), self.tok_emb(tokens[:, :-1])], dim=1)
+        emb = self.embed_tokens(tokens[:, :-1], self.condition_bias(cond, drop))
+        x = torch.cat([self.prefix(cond, drop), emb], dim=1)
         return self._run(x, start=0)[:, self.config.n_prefix - 1 :]
 
     def loss(self, cond: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,8 +211,11 @@ class ConditionTransformer(nn.Module):
         batch = cond.shape[0]
         guided = guidance_scale != 1.0
         prefix = self.prefix(cond)
+        bias = self.condition_bias(cond)
         if guided:
-            prefix = torch.cat([prefix, self.prefix(None, torch.ones(batch, dtype=torch.bool, device=cond.device))])
+            nulls = torch.ones(batch, dtype=torch.bool, device=cond.device)
+            prefix = torch.cat([prefix, self.prefix(None, nulls)])
+            bias = None if bias is None else torch.cat([bias, self.condition_bias(None, nulls)])
         rows = prefix.shape[0]
         tokens = torch.empty(batch, 0, dtype=torch.long, device=cond.device)
         cache = KVCache(cfg, rows, cond.device, prefix.dtype) if kv_cache else None
@@ -185,12 +223,12 @@ class ConditionTransformer(nn.Module):
         for i in range(num_tokens):
             if not kv_cache:  # re-run the prefix and every token so far, as the naive samplers do
                 seq = tokens.repeat(2, 1) if guided else tokens
-                logits = self._run(torch.cat([prefix, self.tok_emb(seq)], dim=1), 0)[:, -1]
+                logits = self._run(torch.cat([prefix, self.embed_tokens(seq, bias)], dim=1), 0)[:, -1]
             next_token = self._pick(logits.float(), batch, guided, guidance_scale, temperature, top_k, top_p, generator)
             tokens = torch.cat([tokens, next_token], dim=1)
             if kv_cache and i + 1 < num_tokens:
                 step_in = next_token.repeat(2, 1) if guided else next_token
-                logits = self._run(self.tok_emb(step_in), cfg.n_prefix + i, cache)[:, -1]
+                logits = self._run(self.embed_tokens(step_in, bias), cfg.n_prefix + i, cache)[:, -1]
         return tokens
 
     @staticmethod

@@ -1,7 +1,13 @@
-"""Condition-transformer training on token shards (`train_gpt.py`), images only.
+"""Condition-transformer training on token shards (`train_gpt.py`).
 
-The condition is the CLIP image embedding of each image, through the run's modality-gap bridge;
-a fraction `cond_dropout` of images get the null prefix instead, for classifier-free guidance.
+`condition.source` says what the transformer is conditioned on:
+- `image` (the language-free method): the CLIP image embedding of each image, through the run's
+  modality-gap bridge; no caption is read;
+- `caption` (the caption-trained baseline): the same CLIP's text embedding of each image's own
+  caption (extracted with `--caption-embeddings`); nothing else differs;
+- `caption-tokens` (the EasyNLP-style text-token baseline): the caption's BERT-style token ids as
+  the prefix, in one sequence with the image codes; the loss is on the image codes only.
+A fraction `cond_dropout` of images get the null prefix instead, for classifier-free guidance.
 Every `run.image_every` steps a grid is sampled from a fixed list of Chinese prompts through the
 CLIP text tower, the same bridge, the KV-cache sampler and the VQGAN decoder.
 """
@@ -37,8 +43,13 @@ class TokenDataConfig:
     val: str = ""  # held-out token shards; empty: no validation loss
 
 
+CAPTION_VOCAB_NAME = "caption-vocab.txt"  # the text-token run's own copy of its vocab file
+
+
 @dataclass
 class ConditionConfig:
+    source: Literal["image", "caption", "caption-tokens"] = "image"
+    caption_vocab: str = ""  # caption-tokens: a BERT-style vocab.txt (e.g. bert-base-chinese's)
     cond_dropout: float = 0.1  # share of images trained with the null prefix (CFG)
     gap: GapConfig = field(default_factory=GapConfig)
     clip: str = ""  # KIND:PATH[;KEY=VALUE...] of the CLIP the tokens were extracted with (prompts, C3 text mean)
@@ -93,6 +104,7 @@ class GPTTask:
         self.clip = self._load_clip() if cfg.condition.clip else None
         self._vqgan = None  # loaded at the first sample grid
         self.bridge = self._build_bridge()
+        self.caption_tokenizer, self.caption_ids = self._tokenize_captions()
         torch.manual_seed(cfg.run.seed)
         self.model = ConditionTransformer(cfg.model).to(self.device)
         self.opt = torch.optim.AdamW(
@@ -108,7 +120,15 @@ class GPTTask:
         cfg, data = self.cfg.model, self.train_data
         if data.codes.shape[1] != cfg.block_size:
             raise ConfigError(f"model.block_size {cfg.block_size} != {data.codes.shape[1]} tokens per image in {self.cfg.data.train}")
-        if data.clip.shape[1] != cfg.cond_dim:
+        source = self.cfg.condition.source
+        if source == "caption" and any(d is not None and d.text is None for d in (data, self.val_data)):
+            raise ConfigError("condition.source: caption needs token shards extracted with --caption-embeddings")
+        if source != "image" and self.cfg.condition.gap.bridge != "none":
+            raise ConfigError(f"condition.source: {source} reads text in training and at inference, so there is no "
+                              "modality gap to bridge: set condition.gap.bridge: none")  # fmt: skip
+        if (source == "caption-tokens") != (cfg.text_vocab_size > 0):
+            raise ConfigError("condition.source: caption-tokens and model.text_vocab_size > 0 go together")
+        if source != "caption-tokens" and data.clip.shape[1] != cfg.cond_dim:
             raise ConfigError(f"model.cond_dim {cfg.cond_dim} != CLIP width {data.clip.shape[1]} in {self.cfg.data.train}")
         if int(data.codes.max()) >= cfg.vocab_size:
             raise ConfigError(f"model.vocab_size {cfg.vocab_size} is smaller than the codes in {self.cfg.data.train}")
@@ -128,6 +148,29 @@ class GPTTask:
         text_mean = self.clip.encode_text(_read_lines(gap.text_file)).mean(0).cpu()
         return GapBridge(gap, image_mean, text_mean)
 
+    def _tokenize_captions(self):
+        """The text-token baseline's tokenizer and every caption's ids (train, val), once."""
+        if self.cfg.condition.source != "caption-tokens":
+            return None, {}
+        from clipgen.encoders.caption_tokens import CaptionTokenizer
+
+        if not self.cfg.condition.caption_vocab:
+            raise ConfigError("condition.source: caption-tokens needs condition.caption_vocab (a BERT-style vocab.txt)")
+        tokenizer = CaptionTokenizer(self.cfg.condition.caption_vocab, self.cfg.model.n_prefix)
+        if tokenizer.vocab_size != self.cfg.model.text_vocab_size:
+            raise ConfigError(f"model.text_vocab_size {self.cfg.model.text_vocab_size} != "
+                              f"{tokenizer.vocab_size} tokens in {self.cfg.condition.caption_vocab}")  # fmt: skip
+        ids = {"train": tokenizer.encode(self.train_data.captions())}
+        if self.val_data is not None:
+            ids["val"] = tokenizer.encode(self.val_data.captions())
+        return tokenizer, ids
+
+    def prompt_condition(self, prompts: list[str]) -> torch.Tensor:
+        """What the transformer reads for prompts at inference, by the run's condition source."""
+        if self.caption_tokenizer is not None:
+            return self.caption_tokenizer.encode(prompts).to(self.device)
+        return self.bridge.for_inference(self.clip.encode_text(prompts))
+
     # --- training --------------------------------------------------------------------------------
 
     def train_batches(self, skip_batches: int) -> Iterator[dict[str, Any]]:
@@ -137,10 +180,16 @@ class GPTTask:
             yield self.train_data.batch(self.cfg.run.batch_size, self.cfg.run.seed, self.info.rank, n // accum, n % accum)
             n += 1
 
-    def _condition(self, clip: torch.Tensor, step: int, micro: int, train: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _condition(self, batch: dict, split: str, step: int, micro: int, train: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         seed = derive_seed(self.cfg.run.seed, self.info.rank, step, micro, 7)
         generator = torch.Generator(self.device).manual_seed(seed)
-        cond = self.bridge.for_training(torch.nn.functional.normalize(clip.to(self.device), dim=-1), generator)
+        source = self.cfg.condition.source
+        if source == "caption-tokens":
+            cond = self.caption_ids[split][batch["index"]].to(self.device)
+        elif source == "caption":
+            cond = torch.nn.functional.normalize(batch["text"].to(self.device), dim=-1)
+        else:
+            cond = self.bridge.for_training(torch.nn.functional.normalize(batch["clip"].to(self.device), dim=-1), generator)
         if not train or self.cfg.condition.cond_dropout <= 0:
             return cond, None
         drop = torch.rand(len(cond), generator=generator, device=self.device) < self.cfg.condition.cond_dropout
@@ -160,7 +209,7 @@ class GPTTask:
         for micro, batch in enumerate(micro_batches):
             last = micro == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or not self.info.distributed else self.model_ddp.no_sync()
-            cond, drop = self._condition(batch["clip"], step, micro, train=True)
+            cond, drop = self._condition(batch, "train", step, micro, train=True)
             codes = batch["codes"].to(self.device)
             with sync:
                 with self._autocast():
@@ -188,7 +237,7 @@ class GPTTask:
         model = self.eval_model().eval()
         sums = torch.zeros(2, dtype=torch.float64)  # summed token loss, tokens
         for i, batch in enumerate(self.val_data.batches_in_order(self.cfg.run.batch_size, self.info.rank, self.info.world_size)):
-            cond, _ = self._condition(batch["clip"], 0, i, train=False)
+            cond, _ = self._condition(batch, "val", 0, i, train=False)
             codes = batch["codes"].to(self.device)
             with self._autocast():
                 logits = model(cond, codes)
@@ -200,7 +249,8 @@ class GPTTask:
     @torch.no_grad()
     def log_images(self, logger: RunLogger, step: int) -> None:
         cfg = self.cfg
-        if not logger.enabled or self.clip is None or not cfg.condition.vqgan or not cfg.sample.prompts:
+        reads_prompts = self.clip is not None or self.caption_tokenizer is not None
+        if not logger.enabled or not reads_prompts or not cfg.condition.vqgan or not cfg.sample.prompts:
             return
         from clipgen.models.vqgan import VQGAN, vqgan_model_dir
 
@@ -208,7 +258,7 @@ class GPTTask:
             self._vqgan = VQGAN.from_pretrained(vqgan_model_dir(cfg.condition.vqgan)).to(self.device).eval()
         vqgan = self._vqgan
         prompts = [p for p in cfg.sample.prompts for _ in range(cfg.sample.images_per_prompt)]
-        cond = self.bridge.for_inference(self.clip.encode_text(prompts))
+        cond = self.prompt_condition(prompts)
         tokens = self.eval_model().eval().sample(
             cond, guidance_scale=cfg.sample.guidance_scale, top_k=cfg.sample.top_k, temperature=cfg.sample.temperature,
             generator=torch.Generator(self.device).manual_seed(cfg.run.seed),
@@ -231,10 +281,15 @@ class GPTTask:
             self.ema.load_state_dict(state["ema"])
 
     def export(self, run_dir: Path) -> None:
-        """model/ (weights + config.json), gap.json, and condition.yaml naming the VQGAN and CLIP."""
+        """model/ (weights + config.json), gap.json, condition.yaml naming the VQGAN and CLIP, and
+        for the text-token baseline its own copy of the caption vocab file."""
+        from clipgen.engine.atomic import atomic_write
         from clipgen.models.gpt import save_gpt
 
         save_gpt(self.eval_model(), run_dir / "model")
         self.bridge.save(run_dir)
         save_config(self.cfg.condition, run_dir / "condition.yaml")
+        if self.caption_tokenizer is not None:
+            with atomic_write(run_dir / CAPTION_VOCAB_NAME) as tmp:
+                tmp.write_bytes(self.caption_tokenizer.vocab_file.read_bytes())
 
