@@ -7,6 +7,7 @@ import pytest
 
 from clipgen.cli import main as clipgen_main
 from clipgen.demo.run import split_overrides
+from clipgen.pipeline import ClipGenPipeline
 
 TINY = [
     "clip.run.max_steps=3", "clip.run.batch_size=8", "clip.run.eval_every=0", "clip.run.ckpt_every=0", "clip.eval.max_images=16",
@@ -24,25 +25,34 @@ def test_demo_runs_every_stage_and_writes_its_report(tmp_path):
             "--eval-images", "12", "--set", *TINY]  # fmt: skip
     assert clipgen_main(args) == 0
     results = json.loads((out / "results.json").read_text())
+    runs = {"bridge-none", "bridge-lafite", "language-free", "caption-trained", "text-token"}
     assert set(results["stage_seconds"]) == {
-        "make-shapes", "train-toy-clip", "train-vqgan", "extract",
-        "train-gpt (none)", "train-gpt (lafite)", "train-gpt (c3)", "evaluate",
+        "make-shapes", "train-toy-clip", "train-vqgan", "extract", *(f"train-gpt ({run})" for run in runs), "evaluate",
     }  # fmt: skip
-    assert set(results["bridges"]) == {"none", "lafite", "c3"}
-    for accuracy in [*results["bridges"].values(), results["image_conditioned"], results["reconstructions"]]:
+    assert set(results["accuracy"]) == runs
+    for accuracy in [*results["accuracy"].values(), results["image_conditioned"], results["reconstructions"]]:
         assert set(accuracy) == {"colour", "shape", "size", "position"}
         assert all(0 <= value <= 100 for value in accuracy.values())
+    for metrics in results["comparison"]["metrics"].values():
+        assert metrics["fd_clip"] >= 0 and 0 <= metrics["clip_score"] <= 100
     assert -1 <= results["gap"]["pair_cosine"] <= 1 and results["gap"]["mean_distance"] >= 0
     assert all(gpt["step"] == 3 for gpt in results["gpt"].values())
+    assert "baseline_margin_met" in results and "targets_met" in results
 
     report = (out / "report.md").read_text()
-    for needle in ("bridge c3 (language-free/)", "bridge none", "bridge lafite", "no gap", "pair", "grid.png", "curves.png", "**total**"):
+    for needle in ("C³ bridge** (`language-free/`)", "no bridge", "LAFITE", "caption-trained", "text-token", "no gap",
+                   "FD (CLIP)", "pair", "grid.png", "curves.png", "**total**"):  # fmt: skip
         assert needle in report, needle
     assert (out / "grid.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
+    compare = out / "compare"
+    assert (compare / "report.md").is_file() and (compare / "metrics.csv").is_file() and (compare / "bars.png").is_file()
+    assert len(list((compare / "samples" / "text-token").glob("*.png"))) == 12
+
+    # the baselines are run directories the pipeline accepts too
+    for run in ("caption-trained", "text-token"):
+        assert ClipGenPipeline.from_pretrained(out / run)(["中间有一个小的蓝色正方形"], seed=0)[0][0].size == (32, 32)
 
     # DIR/language-free is a run directory the sampling script accepts
-    from clipgen.pipeline import ClipGenPipeline
-
     images = ClipGenPipeline.from_pretrained(out / "language-free")(["左上有一个大的红色圆形"], num_images=2, seed=0)
     assert len(images[0]) == 2 and images[0][0].size == (32, 32)
 
@@ -50,7 +60,7 @@ def test_demo_runs_every_stage_and_writes_its_report(tmp_path):
     logged = {run: (out / run / "metrics.jsonl").read_text() for run in ("toy-clip", "vqgan", "language-free", "bridge-none")}
     assert clipgen_main(args) == 0
     assert {run: (out / run / "metrics.jsonl").read_text() for run in logged} == logged
-    assert json.loads((out / "results.json").read_text())["gpt"]["c3"]["step"] == 3
+    assert json.loads((out / "results.json").read_text())["gpt"]["language-free"]["step"] == 3
     # other settings in the same directory would mix stale work into the results: refused
     with pytest.raises(SystemExit, match="other settings"):
         clipgen_main([*args[:2], str(out), *args[3:], "gpt.run.max_steps=4"])

@@ -37,5 +37,7 @@ def run(args: argparse.Namespace) -> int:
         results = run_demo(Path(args.out), options, args.overrides, CONFIG_DIR)
     except ValueError as err:
         raise SystemExit(f"clipgen demo: error: {err}") from err
-    print(f"report: {Path(args.out) / 'report.md'} (targets {'met' if results['targets_met'] else 'NOT met'})")
+    met = {True: "met", False: "NOT met"}
+    print(f"report: {Path(args.out) / 'report.md'} (accuracy targets {met[results['targets_met']]}; "
+          f"within {results['baseline_margin']} points of caption-trained: {met[results['baseline_margin_met']]})")
     return 0

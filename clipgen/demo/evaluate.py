@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from clipgen.data.shapes import full_prompts
-from clipgen.eval.shapes_eval import judge_image_conditioned, judge_prompts
+from clipgen.eval.shapes_eval import judge_image_conditioned
 from clipgen.eval.shapes_judge import AttributeScore, read_image
 
 
@@ -39,9 +39,18 @@ def heldout_images(heldout_shards: Path, limit: int) -> tuple[list, list[dict]]:
     return images[:limit], labels[:limit]
 
 
-def score_from_prompts(pipe, n_prompts: int, seed: int, sampling: SamplingSettings) -> AttributeScore:
-    prompts = [text for text, _ in full_prompts(n_prompts, seed=seed)]
-    return judge_prompts(pipe, prompts, seed=seed, **sampling.as_kwargs())[0]
+def compare_runs(run_dirs: list[Path], data: Path, out: Path, n_prompts: int, seed: int, sampling: SamplingSettings) -> dict:
+    """`clipgen compare` over the demo's generators: `n_prompts` shapes-zh prompts naming all four
+    attributes (data/eval-prompts.txt), one sample each, the held-out images as the real set; its
+    report, grids and samples go to `out`."""
+    from clipgen.comparison import CompareJob, run_compare
+    from clipgen.engine.dist import init_distributed
+
+    prompts = data / "eval-prompts.txt"
+    prompts.write_text("\n".join(text for text, _ in full_prompts(n_prompts, seed=seed)) + "\n", encoding="utf-8")
+    job = CompareJob(runs=run_dirs, prompts_file=prompts, out=out, real=str(data / "heldout"), seed=seed, batch_size=96,
+                     max_grids=16, sampling=sampling.as_kwargs())  # fmt: skip
+    return run_compare(job, init_distributed("auto"))
 
 
 def score_from_images(pipe, images, labels, seed: int, sampling: SamplingSettings) -> AttributeScore:

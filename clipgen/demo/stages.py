@@ -84,28 +84,41 @@ def train_stage(config_cls: type, yaml_path: Path, overrides: list[str], make_ta
 
 
 def extract_tokens(vqgan_dir: Path, clip_dir: Path, data: Path, out: Path) -> dict:
+    """Codes, image embeddings and (for the caption-trained baseline) caption embeddings."""
     from clipgen.engine.dist import cleanup_distributed, init_distributed
     from clipgen.extract import ExtractJob, run_extract
     from clipgen.models.vqgan import vqgan_model_dir
 
     info = init_distributed("auto")
     try:
-        return run_extract(ExtractJob(vqgan_model_dir(vqgan_dir), f"toy:{clip_dir}", str(data), out, batch_size=256), info)
+        job = ExtractJob(vqgan_model_dir(vqgan_dir), f"toy:{clip_dir}", str(data), out, batch_size=256, caption_embeddings=True)
+        return run_extract(job, info)
     finally:
         cleanup_distributed()
 
 
-def measure_gap(clip_dir: Path, heldout_tokens: Path) -> dict[str, float]:
-    """Pair cosine and mean distance between held-out images (embeddings stored by extract) and
-    their own captions."""
+def measure_gap(heldout_tokens: Path) -> dict[str, float]:
+    """Pair cosine and mean distance between held-out images and their own captions (both
+    embeddings stored by extract)."""
     import torch
 
     from clipgen.data.token_dataset import TokenData
-    from clipgen.encoders import load_clip
     from clipgen.encoders.gap import gap_statistics
 
     data = TokenData.load(str(heldout_tokens))
-    clip = load_clip("toy", str(clip_dir))
-    text = clip.encode_text([meta["caption"] for meta in data.meta])
-    image = torch.nn.functional.normalize(data.clip.float(), dim=-1)
+    image, text = (torch.nn.functional.normalize(e.float(), dim=-1) for e in (data.clip, data.text))
     return gap_statistics(image, text)
+
+
+def write_caption_vocab(path: Path, train_tokens: Path) -> tuple[Path, int, int]:
+    """The text-token baseline's vocab (every character a shapes-zh caption can hold) and the
+    caption length that fits every training caption: (vocab file, vocab size, length)."""
+    from clipgen.data.token_dataset import TokenData
+    from clipgen.encoders.caption_tokens import CaptionTokenizer, write_char_vocab
+    from clipgen.train.toy_clip import caption_characters
+
+    write_char_vocab(caption_characters(), path)
+    tokenizer = CaptionTokenizer(path, 1)
+    captions = TokenData.load(str(train_tokens)).captions()
+    length = max(len(tokenizer.tokenizer.encode(c, add_special_tokens=False)) for c in set(captions))
+    return path, tokenizer.vocab_size, length
