@@ -25,11 +25,12 @@ def test_demo_runs_every_stage_and_writes_its_report(tmp_path):
             "--eval-images", "12", "--set", *TINY]  # fmt: skip
     assert clipgen_main(args) == 0
     results = json.loads((out / "results.json").read_text())
-    runs = {"bridge-none", "bridge-lafite", "language-free", "caption-trained", "text-token"}
+    trained = {"bridge-none", "bridge-lafite", "bridge-c3", "caption-trained", "text-token"}
     assert set(results["stage_seconds"]) == {
-        "make-shapes", "train-toy-clip", "train-vqgan", "extract", *(f"train-gpt ({run})" for run in runs), "evaluate",
+        "make-shapes", "train-toy-clip", "train-vqgan", "extract", *(f"train-gpt ({run})" for run in trained),
+        "language-free (retrieval bridge on the no-bridge weights)", "evaluate",
     }  # fmt: skip
-    assert set(results["accuracy"]) == runs
+    assert list(results["accuracy"]) == ["bridge-none", "bridge-lafite", "bridge-c3", "language-free", "caption-trained", "text-token"]
     for accuracy in [*results["accuracy"].values(), results["image_conditioned"], results["reconstructions"]]:
         assert set(accuracy) == {"colour", "shape", "size", "position"}
         assert all(0 <= value <= 100 for value in accuracy.values())
@@ -40,7 +41,7 @@ def test_demo_runs_every_stage_and_writes_its_report(tmp_path):
     assert "baseline_margin_met" in results and "targets_met" in results
 
     report = (out / "report.md").read_text()
-    for needle in ("C³ bridge** (`language-free/`)", "no bridge", "LAFITE", "caption-trained", "text-token", "no gap",
+    for needle in ("retrieval bridge** (`language-free/`)", "C³", "no bridge", "LAFITE", "caption-trained", "text-token", "no gap",
                    "FD (CLIP)", "pair", "grid.png", "curves.png", "**total**"):  # fmt: skip
         assert needle in report, needle
     assert (out / "grid.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
@@ -52,15 +53,17 @@ def test_demo_runs_every_stage_and_writes_its_report(tmp_path):
     for run in ("caption-trained", "text-token"):
         assert ClipGenPipeline.from_pretrained(out / run)(["中间有一个小的蓝色正方形"], seed=0)[0][0].size == (32, 32)
 
-    # DIR/language-free is a run directory the sampling script accepts
+    # DIR/language-free is a run directory the sampling script accepts: the no-bridge weights, retrieving
+    assert json.loads((out / "language-free" / "derived-from.json").read_text())["weights_from"].endswith("bridge-none")
+    assert (out / "language-free" / "gap-bank.safetensors").is_file()
     images = ClipGenPipeline.from_pretrained(out / "language-free")(["左上有一个大的红色圆形"], num_images=2, seed=0)
     assert len(images[0]) == 2 and images[0][0].size == (32, 32)
 
     # a second call finds every stage finished and trains nothing again
-    logged = {run: (out / run / "metrics.jsonl").read_text() for run in ("toy-clip", "vqgan", "language-free", "bridge-none")}
+    logged = {run: (out / run / "metrics.jsonl").read_text() for run in ("toy-clip", "vqgan", "bridge-c3", "text-token")}
     assert clipgen_main(args) == 0
     assert {run: (out / run / "metrics.jsonl").read_text() for run in logged} == logged
-    assert json.loads((out / "results.json").read_text())["gpt"]["language-free"]["step"] == 3
+    assert json.loads((out / "results.json").read_text())["gpt"]["bridge-c3"]["step"] == 3
     # other settings in the same directory would mix stale work into the results: refused
     with pytest.raises(SystemExit, match="other settings"):
         clipgen_main([*args[:2], str(out), *args[3:], "gpt.run.max_steps=4"])

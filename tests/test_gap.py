@@ -53,3 +53,34 @@ def test_bridge_round_trips_through_the_run_dir(tmp_path):
         GapBridge(GapConfig(bridge="c3"))
     with pytest.raises(FileNotFoundError, match="no gap bridge"):
         GapBridge.load(tmp_path / "elsewhere")
+
+
+def test_retrieval_answers_text_with_the_nearest_training_images():
+    image, text = gapped_pairs()
+    bank = GapBridge.bank_from(image, size=10_000)
+    bridge = GapBridge(GapConfig(bridge="retrieval", retrieval_k=1), bank=bank)
+    assert torch.equal(bridge.for_training(image[:5]), image[:5])  # training is that of `none`
+    retrieved = bridge.for_inference(text[:200])
+    # each prompt is answered with an embedding from the image side: its own image, mostly
+    own = (retrieved - image[:200].half().float()).norm(dim=-1) < 1e-2
+    assert own.float().mean() > 0.9
+    after = gap_statistics(retrieved, image[:200])
+    assert after["mean_distance"] < gap_statistics(text[:200], image[:200])["mean_distance"] / 5
+    averaged = GapBridge(GapConfig(bridge="retrieval", retrieval_k=4), bank=bank).for_inference(text[:3])
+    assert torch.allclose(averaged.norm(dim=-1), torch.ones(3), atol=1e-3)
+
+
+def test_retrieval_bank_is_a_seeded_subset_and_round_trips(tmp_path):
+    image, text = gapped_pairs()
+    bank = GapBridge.bank_from(image, size=500, seed=3)
+    assert bank.shape == (500, 32) and bank.dtype == torch.float16
+    assert torch.equal(bank, GapBridge.bank_from(image, size=500, seed=3))
+    assert not torch.equal(bank, GapBridge.bank_from(image, size=500, seed=4))
+    bridge = GapBridge(GapConfig(bridge="retrieval", retrieval_k=2), bank=bank)
+    bridge.save(tmp_path)
+    torch.testing.assert_close(GapBridge.load(tmp_path).for_inference(text[:10]), bridge.for_inference(text[:10]))
+    (tmp_path / "gap-bank.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="bank"):
+        GapBridge.load(tmp_path)
+    with pytest.raises(ValueError, match="bank"):
+        GapBridge(GapConfig(bridge="retrieval"))

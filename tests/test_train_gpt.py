@@ -110,3 +110,19 @@ def test_sample_script_reranks_with_another_clip(stages, tmp_path):
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["0000_0.png", "0000_1.png", "grid.png"]
     bad = subprocess.run([*common, "--candidates", "4", "--rerank-clip", "toy"], capture_output=True, text=True)
     assert bad.returncode == 2 and "KIND:PATH" in bad.stderr
+
+
+def test_retrieval_bridge_trains_exactly_as_none_and_retrieves_at_inference(stages, tmp_path):
+    from clipgen.pipeline import ClipGenPipeline
+
+    none, retrieval = tmp_path / "none", tmp_path / "retrieval"
+    assert clipgen_main(gpt_args(stages, none, 2)) == 0
+    assert clipgen_main(gpt_args(stages, retrieval, 2, "condition.gap.bridge=retrieval", "condition.gap.retrieval_k=2")) == 0
+    a, b = load_gpt(none / "model").state_dict(), load_gpt(retrieval / "model").state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    pipe = ClipGenPipeline.from_pretrained(retrieval)
+    assert pipe.bridge.bank.shape == (32, 16)  # every training image's embedding
+    text = pipe.clip.encode_text(["红色圆形"])
+    nearest = (text @ pipe.bridge.bank.float().T).topk(2).indices[0]
+    expected = torch.nn.functional.normalize(pipe.bridge.bank[nearest].float().mean(0), dim=-1)
+    torch.testing.assert_close(pipe.encode_prompts(["红色圆形"])[0], expected)

@@ -31,13 +31,17 @@ def markdown_table(metrics: dict[str, dict[str, float]], first_column: str = "ru
     lines = [f"| {first_column} | " + " | ".join(LABELS.get(c, c) for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]  # fmt: skip
     for name, values in metrics.items():
-        cells = [_cell(values.get(column, float("nan"))) for column in columns]
+        cells = [_cell(values.get(column, float("nan")), column) for column in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _cell(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.1f}" if abs(value) < 1000 else f"{value:.0f}"
+def _cell(value: float, column: str) -> str:
+    if math.isnan(value):
+        return "–"
+    # distances span orders of magnitude between feature spaces (a normalised CLIP space gives
+    # values well below 1): three significant digits; percentages and scores: one decimal
+    return f"{value:.3g}" if column.startswith("fd_") else f"{value:.1f}"
 
 
 def write_report(out: Path, summary: dict, grid_prompts: Sequence[str]) -> Path:

@@ -8,7 +8,8 @@ from pathlib import Path
 ATTRIBUTE_HEADER = "| colour | shape | size | position |"
 RUN_LABELS = {
     "bridge-none": "language-free, no bridge", "bridge-lafite": "language-free, LAFITE bridge",
-    "language-free": "**language-free, C³ bridge** (`language-free/`)", "caption-trained": "caption-trained (CLIP text embedding)",
+    "bridge-c3": "language-free, C³ bridge", "language-free": "**language-free, retrieval bridge** (`language-free/`)",
+    "caption-trained": "caption-trained (CLIP text embedding)",
     "text-token": "text-token (EasyNLP-style)",
 }  # fmt: skip
 
@@ -49,7 +50,9 @@ def write_report(out: Path, results: dict) -> Path:
         "",
         "Every generator is the same condition transformer on the same images and tokens; only what it is",
         "conditioned on in training differs. Language-free: the toy CLIP's **image** embedding (no caption",
-        "is read), through a gap bridge. Caption-trained: the CLIP **text** embedding of each image's own",
+        "is read), through a gap bridge; the retrieval bridge answers a prompt with the mean of its nearest",
+        "training-image embeddings, and trains exactly as no bridge does, so `language-free/` holds the",
+        "no-bridge run's weights (`derived-from.json`). Caption-trained: the CLIP **text** embedding of each image's own",
         "caption. Text-token (EasyNLP's layout): the caption's character ids, then the image codes, in one",
         "sequence. All are sampled from the same Chinese prompts with the same seeds "
         f"({results['sampling']}) by `clipgen compare` (report, grids and samples in `compare/`).",

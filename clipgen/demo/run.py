@@ -44,13 +44,14 @@ class DemoOptions:
     n_train: int = 20000
     n_heldout: int = 1000
     seed: int = 0
-    bridge: str = "c3"  # the language-free model's bridge (DIR/language-free)
+    retrieval_k: int = 4  # the language-free model's bridge: the mean of this many nearest training images
     eval_prompts: int = 576  # each of the 576 attribute combinations once
     eval_images: int = 576  # held-out images for the no-gap reference and the reconstructions
     sampling: SamplingSettings = field(default_factory=SamplingSettings)  # judged samples: greedy
     grid_sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(top_k=4))  # variety
-    # The bridges compared, with their settings. Noise scales are for the toy CLIP's 64-d space:
-    # LAFITE's xi is relative to the embedding's norm; C3's is per dimension.
+    # The bridges trained, with their settings. Noise scales are for the toy CLIP's 64-d space:
+    # LAFITE's xi is relative to the embedding's norm; C3's is per dimension. DIR/language-free
+    # (the retrieval bridge) is made from the no-bridge run, which it trains exactly as.
     bridges: dict[str, list[str]] = field(default_factory=lambda: {
         "none": ["condition.gap.bridge=none"],
         "lafite": ["condition.gap.bridge=lafite", "condition.gap.noise=0.5"],
@@ -85,8 +86,8 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
 
     setup_console_logging(True)
     stage_overrides = split_overrides(overrides)
-    if options.bridge not in options.bridges:
-        raise ValueError(f"bridge {options.bridge!r} is not one of {sorted(options.bridges)}")
+    if "none" not in options.bridges:
+        raise ValueError("the demo's bridges must include none: DIR/language-free is made from that run")
     out = out.resolve()  # the run directories name each other: absolute paths work from anywhere
     stages.claim_output_dir(out, {"options": asdict(options), "overrides": stage_overrides})
     data, times, seed = out / "data", {}, options.seed
@@ -130,12 +131,21 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
                 GPTTask, lambda cfg: cfg.model,
             )  # fmt: skip
 
+    with _timed(times, "language-free (retrieval bridge on the no-bridge weights)"):
+        language_free = stages.derive_retrieval_run(
+            run_dirs["bridge-none"], out / "language-free", out / "tokens" / "train", options.retrieval_k, seed
+        )
+        # the comparison's rows: language-free with each bridge, the chosen one last, then the baselines
+        bridged = {name: d for name, d in run_dirs.items() if name.startswith("bridge-")}
+        baselines = {name: d for name, d in run_dirs.items() if name not in bridged}
+        compared = {**bridged, "language-free": language_free, **baselines}
+
     with _timed(times, "evaluate"):
         from clipgen.pipeline import ClipGenPipeline
 
-        comparison = compare_runs(list(run_dirs.values()), data, out / "compare", options.eval_prompts, seed, options.sampling)
-        accuracy = {name: {a: comparison["metrics"][name][a] for a in TARGETS} for name in run_dirs}
-        main = ClipGenPipeline.from_pretrained(run_dirs["language-free"])
+        comparison = compare_runs(list(compared.values()), data, out / "compare", options.eval_prompts, seed, options.sampling)
+        accuracy = {name: {a: comparison["metrics"][name][a] for a in TARGETS} for name in compared}
+        main = ClipGenPipeline.from_pretrained(compared["language-free"])
         images, labels = heldout_images(data / "heldout", options.eval_images)
         image_conditioned = score_from_images(main, images, labels, seed, options.sampling).accuracy()
         reconstructions = score_reconstructions(main.vqgan, images, labels)[0].accuracy()
@@ -146,7 +156,7 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
     results = {
         "stage_seconds": times, "targets": TARGETS, "baseline_margin": BASELINE_MARGIN, "eval_prompts": options.eval_prompts,
         "sampling": ", ".join(f"{k} {v}" for k, v in options.sampling.as_kwargs().items()),
-        "language_free": {"bridge": options.bridge, "dir": "language-free"},
+        "language_free": {"bridge": f"retrieval (k {options.retrieval_k})", "dir": "language-free"},
         "accuracy": accuracy, "comparison": comparison, "image_conditioned": image_conditioned,
         "reconstructions": reconstructions, "gap": gap, "toy_clip": clip, "vqgan": vqgan, "gpt": gpt_results,
         "grid_prompts": GRID_PROMPTS,
@@ -161,9 +171,9 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
 
 
 def generator_runs(options: DemoOptions, caption_vocab: Path, vocab_size: int, caption_length: int) -> dict[str, list[str]]:
-    """Run directory name -> config overrides: one language-free run per bridge (the chosen one is
-    `language-free`), then the caption-trained and the text-token baselines on the same images."""
-    runs = {("language-free" if b == options.bridge else f"bridge-{b}"): o for b, o in options.bridges.items()}
+    """Run directory name -> config overrides: one language-free run per trained bridge, then the
+    caption-trained and the text-token baselines on the same images."""
+    runs = {f"bridge-{b}": o for b, o in options.bridges.items()}
     runs["caption-trained"] = ["condition.source=caption", "condition.gap.bridge=none"]
     # EasyNLP's layout: caption ids then image codes in one sequence, so no per-token condition
     runs["text-token"] = ["condition.source=caption-tokens", "condition.gap.bridge=none", f"condition.caption_vocab={caption_vocab}",

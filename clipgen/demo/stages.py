@@ -122,3 +122,31 @@ def write_caption_vocab(path: Path, train_tokens: Path) -> tuple[Path, int, int]
     captions = TokenData.load(str(train_tokens)).captions()
     length = max(len(tokenizer.tokenizer.encode(c, add_special_tokens=False)) for c in set(captions))
     return path, tokenizer.vocab_size, length
+
+
+def derive_retrieval_run(trained: Path, out: Path, train_tokens: Path, retrieval_k: int, seed: int) -> Path:
+    """The run that answers prompts through the retrieval bridge, made from the no-bridge run.
+
+    The retrieval bridge trains exactly as `none` does (tests/test_train_gpt.py checks that the
+    weights come out bit-identical), so training the same model a second time would only spend
+    the demo's budget: `out` gets `trained`'s weights, the retrieval bridge with its bank of
+    training-image embeddings, and a condition.yaml that says so; derived-from.json records where
+    the weights came from."""
+    import shutil
+
+    from clipgen.config import load_config, save_config
+    from clipgen.data.token_dataset import TokenData
+    from clipgen.encoders.gap import GapBridge
+    from clipgen.train.gpt import ConditionConfig
+
+    condition = load_config(ConditionConfig, trained / "condition.yaml")
+    if condition.gap.bridge != "none":
+        raise ValueError(f"{trained} was trained with the {condition.gap.bridge} bridge, not none")
+    condition.gap.bridge, condition.gap.retrieval_k = "retrieval", retrieval_k
+    shutil.copytree(trained / "model", out / "model", dirs_exist_ok=True)
+    bank = GapBridge.bank_from(TokenData.load(str(train_tokens)).clip, condition.gap.bank_size, seed)
+    GapBridge(condition.gap, bank=bank).save(out)
+    save_config(condition, out / "condition.yaml")
+    note = {"weights_from": str(trained), "why": "the retrieval bridge trains exactly as none; only inference differs"}
+    (out / "derived-from.json").write_text(json.dumps(note, indent=2), encoding="utf-8")
+    return out

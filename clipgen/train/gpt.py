@@ -140,6 +140,8 @@ class GPTTask:
 
     def _build_bridge(self) -> GapBridge:
         gap = self.cfg.condition.gap
+        if gap.bridge == "retrieval":
+            return GapBridge(gap, bank=GapBridge.bank_from(self.train_data.clip, gap.bank_size, self.cfg.run.seed))
         if gap.bridge != "c3":
             return GapBridge(gap)
         if self.clip is None or not gap.text_file:
