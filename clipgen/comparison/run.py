@@ -59,7 +59,7 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
     from clipgen.comparison.prompts import read_prompts
     from clipgen.comparison.report import write_report
     from clipgen.encoders import load_clip_spec
-    from clipgen.eval.scores import GeneratedScores, clip_feature_space, feature_stats, shapes_prompts
+    from clipgen.eval.scores import GeneratedScores, clip_feature_space, feature_stats, inception_feature_space, shapes_prompts
     from clipgen.pipeline import ClipGenPipeline
 
     if not job.runs:
@@ -74,8 +74,7 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
     if job.inception:
         from clipgen.eval.inception import InceptionFeatures
 
-        inception = InceptionFeatures(job.inception, device=info.device)
-        spaces["inception"] = inception
+        spaces["inception"] = inception_feature_space(InceptionFeatures(job.inception, device=info.device))
     judge = shapes_prompts(prompts)
 
     scored, resolution = {}, None
@@ -103,8 +102,8 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
         "runs": {name: str(run) for name, run in zip(names, job.runs)}, "metrics": results,
         "prompts": len(prompts), "prompts_file": str(job.prompts_file), "num_images": job.num_images,
         "seed": job.seed, "batch_size": job.batch_size, "sampling": job.sampling, "scoring_clip": scorer_spec,
-        "scoring_clip_is_conditioning_clip": not job.clip, "feature_spaces": {n: getattr(f, "name", "CLIP image tower")
-        for n, f in spaces.items()}, "real_images": int(next(iter(real.values())).count) if real else 0,
+        "scoring_clip_is_conditioning_clip": not job.clip, "feature_spaces": {n: space.description
+        for n, space in spaces.items()}, "real_images": int(next(iter(real.values())).count) if real else 0,
         "real_source": job.real or (str(job.prompts_file) if references else ""), "judge": judge,
         "command": job.command_line(),
     }  # fmt: skip

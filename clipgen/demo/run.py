@@ -132,13 +132,13 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
             )  # fmt: skip
 
     with _timed(times, "language-free (retrieval bridge on the no-bridge weights)"):
-        language_free = stages.derive_retrieval_run(
+        retrieval_dir = stages.derive_retrieval_run(
             run_dirs["bridge-none"], out / "language-free", out / "tokens" / "train", options.retrieval_k, seed
         )
         # the comparison's rows: language-free with each bridge, the chosen one last, then the baselines
         bridged = {name: d for name, d in run_dirs.items() if name.startswith("bridge-")}
         baselines = {name: d for name, d in run_dirs.items() if name not in bridged}
-        compared = {**bridged, "language-free": language_free, **baselines}
+        compared = {**bridged, "language-free": retrieval_dir, **baselines}
 
     with _timed(times, "evaluate"):
         from clipgen.pipeline import ClipGenPipeline

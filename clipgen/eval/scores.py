@@ -10,6 +10,7 @@ Every statistic is a sum, so ranks add theirs with one all-reduce and rank 0 rep
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -19,11 +20,25 @@ from clipgen.engine.dist import all_reduce_sum
 from clipgen.eval.frechet import FeatureStats, frechet_distance_of
 from clipgen.eval.shapes_judge import AttributeScore, read_image, wanted_attributes
 
-ImageFeatures = Callable[[Sequence[Image.Image]], torch.Tensor]
+@dataclass(frozen=True)
+class FeatureSpace:
+    """Where Fréchet distances are measured: `features(images) -> [B, dim]`, and what it is."""
+
+    description: str
+    dim: int
+    features: Callable[[Sequence[Image.Image]], torch.Tensor]
+
+    def stats(self) -> FeatureStats:
+        # created before any image is seen, so a rank that gets no images still joins every all-reduce
+        return FeatureStats(self.dim)
 
 
-def clip_feature_space(clip) -> ImageFeatures:
-    return lambda images: clip.encode_image(list(images)).cpu()
+def clip_feature_space(clip) -> FeatureSpace:
+    return FeatureSpace(f"{clip.kind or 'CLIP'} image tower", clip.dim, lambda images: clip.encode_image(list(images)).cpu())
+
+
+def inception_feature_space(inception) -> FeatureSpace:
+    return FeatureSpace(inception.name, 2048, inception)
 
 
 def clip_scores(clip, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
@@ -41,30 +56,28 @@ def shapes_prompts(prompts: Iterable[str]) -> bool:
         return False
 
 
-def feature_stats(spaces: Mapping[str, ImageFeatures], batches: Iterable[Sequence[Image.Image]]) -> dict[str, FeatureStats]:
+def feature_stats(spaces: Mapping[str, FeatureSpace], batches: Iterable[Sequence[Image.Image]]) -> dict[str, FeatureStats]:
     """Feature statistics of a set of images (the real ones), this rank's share, gathered."""
-    stats: dict[str, FeatureStats] = {}
+    stats = {name: space.stats() for name, space in spaces.items()}
     for images in batches:
-        for name, features in spaces.items():
-            f = features(images)
-            stats.setdefault(name, FeatureStats(f.shape[1])).add(f)
+        for name, space in spaces.items():
+            stats[name].add(space.features(images))
     for s in stats.values():
         s.all_reduce()
     return stats
 
 
 class GeneratedScores:
-    def __init__(self, spaces: Mapping[str, ImageFeatures], clip=None, judge: bool = False):
+    def __init__(self, spaces: Mapping[str, FeatureSpace], clip=None, judge: bool = False):
         self.spaces, self.clip, self.judge = spaces, clip, judge
-        self.stats: dict[str, FeatureStats] = {}
+        self.stats = {name: space.stats() for name, space in spaces.items()}
         self.clip_sum = torch.zeros(2, dtype=torch.float64)  # summed score, images
         self.attributes = AttributeScore()
 
     def add(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> None:
         """One prompt per image."""
-        for name, features in self.spaces.items():
-            f = features(images)
-            self.stats.setdefault(name, FeatureStats(f.shape[1])).add(f)
+        for name, space in self.spaces.items():
+            self.stats[name].add(space.features(images))
         if self.clip is not None:
             scores = clip_scores(self.clip, images, prompts)
             self.clip_sum += torch.tensor([scores.sum().item(), len(scores)], dtype=torch.float64)
@@ -82,7 +95,7 @@ class GeneratedScores:
     def results(self, real: Mapping[str, FeatureStats] | None = None) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, stats in self.stats.items():
-            if real and name in real:
+            if real and name in real and stats.count > 1 and real[name].count > 1:
                 out[f"fd_{name}"] = frechet_distance_of(stats, real[name])
         if self.clip is not None and self.clip_sum[1] > 0:
             out["clip_score"] = (self.clip_sum[0] / self.clip_sum[1]).item()
