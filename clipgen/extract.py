@@ -45,11 +45,10 @@ def run_extract(job: ExtractJob, info: DistInfo) -> dict:
     from clipgen.models.vqgan import VQGAN
 
     shards = expand_shards(job.data)
+    _claim_settings(job, info)
     vqgan = VQGAN.from_pretrained(job.vqgan_dir).to(info.device).eval()
     clip = load_clip_spec(job.clip, device=info.device)
     dtype = codes_dtype(vqgan.config.n_embed)
-    _refuse_other_settings(job)
-    job.out.mkdir(parents=True, exist_ok=True)
     counts = torch.zeros(4, dtype=torch.float64)  # images, bad samples, shards skipped as done, no caption
     for shard in shards[info.rank :: info.world_size]:
         target = job.out / Path(shard).name
@@ -85,17 +84,26 @@ def run_extract(job: ExtractJob, info: DistInfo) -> dict:
     return summary
 
 
-def _refuse_other_settings(job: ExtractJob) -> None:
-    """A rerun skips finished shards, so it must not mix in shards made with other settings."""
-    manifest = job.out / MANIFEST_NAME
-    if not manifest.is_file():
-        return
-    done = json.loads(manifest.read_text(encoding="utf-8"))
-    if done.get("caption_embeddings", False) != job.caption_embeddings or done.get("clip", {}).get("spec") != job.clip:
-        raise ValueError(
-            f"{job.out} holds token shards extracted with clip={done.get('clip', {}).get('spec')!r}, "
-            f"caption_embeddings={done.get('caption_embeddings', False)}; use another --out or delete it"
-        )
+SETTINGS_NAME = "extract-settings.json"
+
+
+def _claim_settings(job: ExtractJob, info: DistInfo) -> None:
+    """A rerun skips finished shards, so it must not mix in shards made with other settings: the
+    settings are written before the first shard, and a rerun with others is refused."""
+    settings = {"vqgan": str(Path(job.vqgan_dir).resolve()), "clip": job.clip, "caption_embeddings": job.caption_embeddings}
+    path = job.out / SETTINGS_NAME
+    if path.is_file():
+        done = json.loads(path.read_text(encoding="utf-8"))
+        if done != settings:
+            raise ValueError(f"{job.out} holds token shards extracted with other settings ({done}); "
+                             "use another --out or delete it")  # fmt: skip
+    elif any(job.out.glob("*.tar")):
+        raise ValueError(f"{job.out} holds token shards of unknown settings (no {SETTINGS_NAME}); use another --out or delete it")
+    elif info.is_main:
+        job.out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    barrier()  # every rank passes here, whichever branch it took
 
 
 def _caption_embeddings(clip, metas: list[dict]) -> list:

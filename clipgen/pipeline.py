@@ -39,15 +39,23 @@ class ClipGenPipeline:
             raise FileNotFoundError(f"{run_dir} is not a condition-transformer run directory (no condition.yaml)")
         condition = load_config(ConditionConfig, run_dir / "condition.yaml")
         reads_tokens = condition.source == "caption-tokens"
-        if not condition.vqgan or not (condition.clip or reads_tokens):
-            raise ValueError(f"{run_dir}/condition.yaml must name the CLIP (clip: KIND:PATH) and the VQGAN (vqgan: DIR)")
+        if not condition.vqgan:
+            raise ValueError(f"{run_dir}/condition.yaml must name the VQGAN (vqgan: DIR)")
+        if not (condition.clip or reads_tokens):
+            raise ValueError(f"{run_dir}/condition.yaml must name the CLIP that reads the prompts (clip: KIND:PATH)")
         torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
         gpt = load_gpt(run_dir / "model").to(torch_device)
+        if reads_tokens != (gpt.config.text_vocab_size > 0):
+            raise ValueError(f"{run_dir}: condition.yaml says source {condition.source}, but model/ "
+                             f"{'reads caption tokens' if gpt.config.text_vocab_size else 'reads embeddings'}")  # fmt: skip
         tokenizer = None
         if reads_tokens:
             from clipgen.encoders.caption_tokens import CaptionTokenizer
 
             tokenizer = CaptionTokenizer(run_dir / CAPTION_VOCAB_NAME, gpt.config.n_prefix)
+            if tokenizer.vocab_size != gpt.config.text_vocab_size:
+                raise ValueError(f"{run_dir / CAPTION_VOCAB_NAME} holds {tokenizer.vocab_size} tokens, "
+                                 f"the model was trained on {gpt.config.text_vocab_size}")  # fmt: skip
         return cls(
             gpt,
             VQGAN.from_pretrained(vqgan_model_dir(condition.vqgan)).to(torch_device).eval(),

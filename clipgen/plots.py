@@ -44,12 +44,12 @@ def plot_training_curves(panels: Mapping[str, Mapping[str, tuple[str | Path, str
 def plot_metric_bars(metrics: Mapping[str, Mapping[str, float]], path: str | Path) -> Path:
     """One panel per metric, one bar per run (metrics: run -> metric -> value)."""
     names = list(metrics)
-    keys = [key for key in dict.fromkeys(k for values in metrics.values() for k in values)]
+    keys = list(dict.fromkeys(k for values in metrics.values() for k in values))
     figure, axes = _figure(len(keys), width=max(4.2, 0.8 * len(names) + 1.5))
     for ax, key in zip(axes.flat, keys):
         values = [metrics[name].get(key, float("nan")) for name in names]
         bars = ax.bar(range(len(names)), values, color=[f"C{i}" for i in range(len(names))])
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)  # distances can be ~0.01, accuracies ~99
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set_title(key)
         ax.grid(alpha=0.3, axis="y")

@@ -42,7 +42,7 @@ def test_extract_stores_each_captions_text_embedding(stages):
 
 
 def test_extract_refuses_to_mix_into_shards_made_otherwise(stages):
-    with pytest.raises(ValueError, match="caption_embeddings=True"):
+    with pytest.raises(ValueError, match="other settings"):
         clipgen_main(["extract", "--vqgan", str(stages / "vq"), "--clip", f"toy:{stages / 'clip'}",
                       "--data", str(stages / "images"), "--out", str(stages / "tokens/images")])  # fmt: skip
 
@@ -55,6 +55,13 @@ def test_caption_trained_run_reads_text_embeddings_and_samples(stages, tmp_path)
     assert [len(row) for row in images] == [2, 2] and images[0][0].size == (32, 32)
     # what the model reads for a prompt is the plain CLIP text embedding: no bridge
     assert torch.allclose(pipe.encode_prompts(PROMPTS), pipe.clip.encode_text(PROMPTS))
+
+
+def test_a_resumed_run_must_read_what_it_was_trained_on(stages, tmp_path):
+    out = tmp_path / "caption"
+    assert clipgen_main(gpt_args(stages, out, 2, "condition.source=caption")) == 0
+    with pytest.raises(ConfigError, match="trained reading"):
+        clipgen_main(["train-gpt", "--resume", str(out), "--set", "run.max_steps=4", "condition.source=image"])
 
 
 def test_caption_trained_needs_caption_embeddings_and_no_bridge(stages, tmp_path):
@@ -87,6 +94,26 @@ def test_text_token_run_saves_its_vocab_and_samples_like_the_others(stages, tmp_
                           "--out", str(tmp_path / "s")], capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["0000_0.png", "0000_1.png", "grid.png"]
+
+
+def test_a_text_token_run_whose_vocab_was_swapped_is_refused(stages, tmp_path):
+    out = tmp_path / "text-token"
+    assert clipgen_main(text_token_args(stages, out, 2)) == 0
+    with open(out / CAPTION_VOCAB_NAME, "a", encoding="utf-8") as vocab:
+        vocab.write("多\n")
+    with pytest.raises(ValueError, match="trained on"):
+        ClipGenPipeline.from_pretrained(out)
+
+
+def test_partly_captioned_shards_still_train_the_language_free_model(tmp_path, caplog):
+    from clipgen.data.token_dataset import TokenData
+    from clipgen.data.tokens import write_token_shard
+
+    samples = [{"key": f"{i}", "codes": np.zeros((2, 2), np.int16), "clip": np.ones(4, np.float32),
+                "text": np.ones(4, np.float32) if i % 2 else None, "meta": {}} for i in range(4)]  # fmt: skip
+    write_token_shard(tmp_path / "shard-000000.tar", samples)
+    data = TokenData.load(str(tmp_path))
+    assert len(data) == 4 and data.text is None and "no caption embedding" in caplog.text
 
 
 def test_text_token_vocab_must_match_the_model(stages, tmp_path):

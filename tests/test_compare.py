@@ -69,9 +69,9 @@ def test_every_run_draws_from_the_same_seeds(runs, tmp_path):
 def test_prompts_and_reference_images_from_a_muge_tsv(runs, tmp_path):
     from PIL import Image
 
-    def b64(colour):
+    def b64(colour):  # references of another size than the samples: fitted to 32×32 like shard images
         buffer = io.BytesIO()
-        Image.new("RGB", (32, 32), colour).save(buffer, format="PNG")
+        Image.new("RGB", (48, 40), colour).save(buffer, format="PNG")
         return base64.b64encode(buffer.getvalue()).decode()
 
     lines = [f"{i}\t{prompt}\t{b64((40 * i, 90, 200))}" for i, prompt in enumerate(PROMPTS)]
@@ -84,6 +84,33 @@ def test_prompts_and_reference_images_from_a_muge_tsv(runs, tmp_path):
     assert summary["prompts"] == 3 and summary["real_images"] == 3 and "fd_clip" in summary["metrics"]["language-free"]
 
 
+def test_run_names_are_unique_directory_names(tmp_path):
+    from clipgen.comparison.run import run_names
+
+    assert run_names([tmp_path / "a" / "run", tmp_path / "b" / "run", tmp_path / "c" / "other"]) == ["run", "run-2", "other"]
+
+
+def test_references_are_fitted_to_the_samples_size():
+    from PIL import Image
+
+    from clipgen.comparison.run import CompareJob, _real_batches
+    from clipgen.engine.dist import DistInfo
+
+    job = CompareJob(runs=[], prompts_file=None, out=None)
+    references = [Image.new("RGB", (48, 40), "red"), Image.new("RGB", (20, 64), "blue")]
+    (batch,) = list(_real_batches(job, references, 32, DistInfo()))
+    assert [image.size for image in batch] == [(32, 32), (32, 32)]
+
+
+def test_the_judge_scores_shapes_prompts_only_unless_told(runs, tmp_path):
+    (tmp_path / "muge.txt").write_text("一件大的白色T恤\n红色连衣裙\n", encoding="utf-8")
+    common = ["compare", "--runs", str(runs / "language-free"), "--prompts", str(tmp_path / "muge.txt")]
+    assert clipgen_main([*common, "--out", str(tmp_path / "auto")]) == 0
+    assert "colour" not in json.loads((tmp_path / "auto" / "metrics.json").read_text())["metrics"]["language-free"]
+    assert clipgen_main([*common, "--out", str(tmp_path / "forced"), "--judge", "shapes"]) == 0
+    assert "colour" in json.loads((tmp_path / "forced" / "metrics.json").read_text())["metrics"]["language-free"]
+
+
 def test_bad_input_is_a_clear_error(runs, tmp_path):
     with pytest.raises(SystemExit, match="prompts file not found"):
         clipgen_main(["compare", "--runs", str(runs / "language-free"), "--prompts", str(tmp_path / "none.txt"), "--out", str(tmp_path / "o")])
@@ -91,8 +118,12 @@ def test_bad_input_is_a_clear_error(runs, tmp_path):
     with pytest.raises(SystemExit, match="no prompts"):
         clipgen_main(["compare", "--runs", str(runs / "language-free"), "--prompts", str(tmp_path / "blank.txt"), "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="not a condition-transformer run"):
-        clipgen_main(["compare", "--runs", str(tmp_path), "--prompts", str(runs / "prompts.txt"), "--out", str(tmp_path / "o"),
-                      "--clip", f"toy:{runs / 'clip'}"])  # fmt: skip
+        clipgen_main(["compare", "--runs", str(runs / "language-free"), str(tmp_path), "--prompts", str(runs / "prompts.txt"),
+                      "--out", str(tmp_path / "o")])  # fmt: skip
+    with pytest.raises(SystemExit, match="shards"):  # found before any run is sampled
+        clipgen_main(["compare", "--runs", str(runs / "language-free"), "--prompts", str(runs / "prompts.txt"),
+                      "--real", str(tmp_path / "no-shards"), "--out", str(tmp_path / "o")])  # fmt: skip
+    assert not (tmp_path / "o" / "samples").exists()
 
 
 def test_torchrun_gives_the_figures_of_one_process(runs, tmp_path):

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from clipgen.cli import main as clipgen_main
 from clipgen.commands.make_shapes import make_shapes
@@ -39,6 +40,11 @@ def test_extract_writes_codes_and_embeddings_and_resumes(tmp_path, capsys):
     assert clipgen_main(args) == 0  # a rerun finds every shard done and redoes nothing
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["images_this_pass"] == 0 and again["shards_already_done"] == 3
+
+    # the settings are claimed before the first shard: shards of unknown settings are not mixed in
+    (tmp_path / "tokens" / "extract-settings.json").unlink()
+    with pytest.raises(ValueError, match="unknown settings"):
+        clipgen_main(args)
 
 
 def test_extract_under_torchrun_splits_the_shards(tmp_path):

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="InceptionV3 weights for FID: torch-fidelity's or pytorch-fid's 2015-12-05 .pth file")
     parser.add_argument("--max-real", type=int, default=10000)
     parser.add_argument("--max-grids", type=int, default=64, help="side-by-side grids for the first N prompts")
+    parser.add_argument("--judge", choices=["auto", "shapes", "off"], default="auto",
+                        help="shapes-zh attribute accuracy: auto (when every prompt names a shapes-zh shape), shapes, off")
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     job = CompareJob(
         runs=[Path(r) for r in args.runs], prompts_file=Path(args.prompts), out=Path(args.out), real=args.real,
         num_images=args.num_images, seed=args.seed, batch_size=args.batch_size, clip=args.clip,
-        inception=args.inception, max_real=args.max_real, max_grids=args.max_grids, sampling=sampling,
+        inception=args.inception, max_real=args.max_real, max_grids=args.max_grids, judge=args.judge, sampling=sampling,
     )  # fmt: skip
     info = init_distributed(args.device)
     setup_console_logging(info.is_main)

@@ -1,9 +1,10 @@
 """`clipgen demo`: the language-free pipeline on the built-in shapes-zh corpus, end to end, on a CPU.
 
 Draws shapes-zh, trains the toy CLIP (the stand-in for a pretrained Chinese CLIP), the VQGAN on
-images only, extracts tokens, trains one condition transformer per gap bridge on images only,
-judges what each draws from Chinese prompts, and writes DIR/report.md. DIR/language-free is a run
-directory for `sample.py --ckpt` and `ClipGenPipeline.from_pretrained`.
+images only, extracts tokens, trains the condition transformer on images only once per gap bridge
+and the two caption-trained baselines on the same images with their captions, compares them all
+with `clipgen compare` on Chinese prompts, and writes DIR/report.md. DIR/language-free (the
+retrieval bridge) is a run directory for `sample.py --ckpt` and `ClipGenPipeline.from_pretrained`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-train", type=int, default=20000, help="shapes-zh training images (default 20000)")
     parser.add_argument("--n-heldout", type=int, default=1000, help="held-out images (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-prompts", type=int, default=576, help="prompts judged per bridge (default 576, each attribute combination once)")
+    parser.add_argument("--eval-prompts", type=int, default=576, help="prompts each generator is judged on (default 576, each attribute combination once)")
     parser.add_argument("--eval-images", type=int, default=576, help="held-out images for the no-gap reference (default 576)")
     parser.add_argument(
         "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="STAGE.KEY=VALUE",

@@ -3,18 +3,22 @@
 Prompts are cut into batches of `batch_size`; batch b is sampled with seed `seed + b` by every run
 and handled by rank b mod world_size, so the images do not depend on how many ranks there are.
 Statistics are sums gathered over ranks; rank 0 writes the report, after every rank has written
-its samples (DIR/samples/RUN/{i:04d}_{k}.png, i the prompt's 0-based line, k the sample).
+its samples (DIR/samples/RUN/{i:04d}_{k}.png, i the prompt's 0-based index among the prompts read,
+k the sample).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import torch
 from PIL import Image
 
+from clipgen.engine.atomic import atomic_write
 from clipgen.engine.dist import DistInfo, barrier
 
 log = logging.getLogger("clipgen.compare")
@@ -33,26 +37,55 @@ class CompareJob:
     inception: str = ""  # InceptionV3 weights file for FID; empty: no Inception FD
     max_real: int = 10000
     max_grids: int = 64  # side-by-side grids for the first prompts (every sample is on disk anyway)
+    judge: str = "auto"  # shapes-zh attribute accuracy: auto (when every prompt names a shape), shapes, off
     sampling: dict = field(default_factory=dict)  # guidance_scale, top_k, top_p, temperature
 
     def command_line(self) -> str:
         """The `clipgen compare` command that regenerates this comparison."""
         import shlex
 
-        args = ["clipgen", "compare", "--runs", *map(str, self.runs), "--prompts", str(self.prompts_file),
-                "--out", str(self.out), "--num-images", str(self.num_images), "--seed", str(self.seed),
-                "--batch-size", str(self.batch_size), "--max-real", str(self.max_real), "--max-grids", str(self.max_grids)]
-        for flag, value in (("--real", self.real), ("--clip", self.clip), ("--inception", self.inception)):
+        absolute = _absolute  # so that the command works from any directory
+        args = ["clipgen", "compare", "--runs", *map(absolute, self.runs), "--prompts", absolute(self.prompts_file),
+                "--out", absolute(self.out), "--num-images", str(self.num_images), "--seed", str(self.seed),
+                "--batch-size", str(self.batch_size), "--max-real", str(self.max_real), "--max-grids", str(self.max_grids),
+                "--judge", self.judge]
+        for flag, value in (("--real", self.real), ("--clip", self.clip), ("--inception", self.inception and absolute(self.inception))):
             args += [flag, value] if value else []
         for key, value in self.sampling.items():
             args += ["--" + key.replace("_", "-"), str(value)]
         return shlex.join(args)  # fmt: skip
 
 
+def _absolute(path: str | Path) -> str:
+    return str(Path(path).resolve())
+
+
 def run_names(runs: Sequence[Path]) -> list[str]:
-    """Each run's directory name, or its whole path where two names clash."""
-    names = [Path(run).name for run in runs]
-    return [name if names.count(name) == 1 else str(run) for name, run in zip(names, runs)]
+    """Each run's directory name; where names repeat, the second gets -2, the third -3 (names
+    become sub-directories of the output, so they never hold a path)."""
+    names, seen = [], {}
+    for run in runs:
+        name = Path(run).resolve().name
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return names
+
+
+def check_job(job: CompareJob) -> None:
+    """Every input is checked before the first run is sampled, so a typo costs seconds, not hours."""
+    from clipgen.data.loader import expand_shards
+
+    if not job.runs:
+        raise ValueError("no runs to compare")
+    if job.num_images < 1 or job.batch_size < 1 or job.max_real < 0 or job.max_grids < 0:
+        raise ValueError("num_images and batch_size must be at least 1, max_real and max_grids at least 0")
+    for run in job.runs:
+        if not (Path(run) / "condition.yaml").is_file() or not (Path(run) / "model").is_dir():
+            raise ValueError(f"{run} is not a condition-transformer run directory (needs condition.yaml and model/)")
+    if job.judge not in ("auto", "shapes", "off"):
+        raise ValueError(f"judge must be auto, shapes or off, got {job.judge!r}")
+    if job.real:
+        expand_shards(job.real)  # raises with the reason when the shards are not there
 
 
 def run_compare(job: CompareJob, info: DistInfo) -> dict:
@@ -62,10 +95,7 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
     from clipgen.eval.scores import GeneratedScores, clip_feature_space, feature_stats, inception_feature_space, shapes_prompts
     from clipgen.pipeline import ClipGenPipeline
 
-    if not job.runs:
-        raise ValueError("no runs to compare")
-    if job.num_images < 1 or job.batch_size < 1:
-        raise ValueError("num_images and batch_size must be at least 1")
+    check_job(job)
     prompts, references = read_prompts(job.prompts_file)
     names = run_names(job.runs)
     scorer_spec = job.clip or _conditioning_clip(job.runs)
@@ -75,7 +105,7 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
         from clipgen.eval.inception import InceptionFeatures
 
         spaces["inception"] = inception_feature_space(InceptionFeatures(job.inception, device=info.device))
-    judge = shapes_prompts(prompts)
+    judge = job.judge == "shapes" or (job.judge == "auto" and shapes_prompts(prompts))
 
     scored, resolution = {}, None
     for name, run_dir in zip(names, job.runs):
@@ -83,13 +113,17 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
         resolution = resolution or pipe.vqgan.config.resolution
         scores = GeneratedScores(spaces, scorer, judge)
         sample_dir = job.out / "samples" / name
+        if info.is_main and sample_dir.exists():  # samples of an earlier comparison must not mix in
+            shutil.rmtree(sample_dir)
+        barrier()
         sample_dir.mkdir(parents=True, exist_ok=True)
         for b, start in _my_batches(len(prompts), job.batch_size, info):
             batch = prompts[start : start + job.batch_size]
             groups = pipe(batch, num_images=job.num_images, seed=job.seed + b, **job.sampling)
             for i, images in enumerate(groups, start=start):
                 for k, image in enumerate(images):
-                    image.save(sample_dir / f"{i:04d}_{k}.png")
+                    with atomic_write(sample_dir / f"{i:04d}_{k}.png") as tmp:
+                        image.save(tmp, format="PNG")
             scores.add([im for images in groups for im in images], [p for p in batch for _ in range(job.num_images)])
         scored[name] = scores.gather()
 
@@ -107,9 +141,11 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
         "real_source": job.real or (str(job.prompts_file) if references else ""), "judge": judge,
         "command": job.command_line(),
     }  # fmt: skip
-    if info.is_main:
-        write_report(job.out, summary, prompts[: job.max_grids])
-    barrier()
+    try:
+        if info.is_main:
+            write_report(job.out, summary, prompts[: job.max_grids])
+    finally:
+        barrier()  # reached by rank 0 even when the report fails, so no rank waits for ever
     return summary
 
 
@@ -132,13 +168,17 @@ def _my_batches(n: int, batch_size: int, info: DistInfo) -> Iterator[tuple[int, 
 
 def _real_batches(job: CompareJob, references: list[Image.Image], resolution: int, info: DistInfo) -> Iterator[list[Image.Image]]:
     """This rank's share of the reference images, at most max_real in all, 64 at a time."""
+    from clipgen.data.loader import ImageDataConfig, make_image_loader
+    from clipgen.data.transforms import ImageTransform
+    from clipgen.images import to_pil
+
     if not job.real:
+        # the same centre crop and size as shard images get, and as the generated images have
+        fit = ImageTransform(resolution)
         mine = references[info.rank : job.max_real : info.world_size]
         for start in range(0, len(mine), 64):
-            yield mine[start : start + 64]
+            yield to_pil(torch.stack([fit(image) for image in mine[start : start + 64]]))
         return
-    from clipgen.data.loader import ImageDataConfig, make_image_loader
-    from clipgen.images import to_pil
 
     cfg = ImageDataConfig(shards=job.real, image_size=resolution, num_workers=0)
     loader = make_image_loader(cfg, batch_size=64, seed=0, rank=info.rank, world_size=info.world_size, train=False)

@@ -8,6 +8,7 @@ draws exactly the batches the interrupted one would have, with nothing to skip.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ import torch
 
 from clipgen.data.loader import derive_seed, expand_shards
 from clipgen.data.tokens import iter_token_shard
+
+log = logging.getLogger("clipgen.data")
 
 
 @dataclass
@@ -38,10 +41,9 @@ class TokenData:
         code_dtype = np.int16 if max(int(c.max()) for c in codes) < 2**15 else np.int32
         with_text = [t is not None for t in text]
         if any(with_text) and not all(with_text):
-            raise ValueError(
-                f"{spec}: {with_text.count(False)} of {len(text)} samples have no caption embedding; "
-                "extract with --caption-embeddings from shards whose every sample has a caption"
-            )
+            # still fine for the language-free model; the caption-trained one refuses text=None
+            log.warning("%s: %d of %d samples have no caption embedding: caption embeddings are left out",
+                        spec, with_text.count(False), len(text))  # fmt: skip
         return cls(
             torch.from_numpy(np.stack(codes).astype(code_dtype, copy=False)),
             torch.from_numpy(np.stack(clip).astype(np.float16, copy=False)),

@@ -1,5 +1,6 @@
-"""What the demo measures on its generators: attribute accuracy from Chinese prompts (each bridge),
-from held-out image embeddings (no gap), and on VQGAN reconstructions (the tokenizer's ceiling)."""
+"""What the demo measures on its generators: every metric of `clipgen compare` from Chinese prompts
+(each generator), and for the language-free model attribute accuracy from held-out image
+embeddings (no gap) and on VQGAN reconstructions (the tokenizer's ceiling)."""
 
 from __future__ import annotations
 

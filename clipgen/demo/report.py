@@ -33,8 +33,8 @@ def write_report(out: Path, results: dict) -> Path:
         "",
         "A generator trained on **images only** draws what a Chinese prompt says. The CLIP here is the",
         "**toy CLIP**, a stand-in for a pretrained Chinese CLIP trained on shapes-zh captions (plain",
-        "InfoNCE, learned temperature, so a real modality gap appears); the VQGAN and the condition",
-        "transformer never see a caption. Attribute accuracy comes from a geometric judge that reads",
+        "InfoNCE, learned temperature, so a real modality gap appears); the VQGAN and the language-free",
+        "condition transformers never see a caption (the baselines below do). Attribute accuracy comes from a geometric judge that reads",
         "colour, shape, size and position from pixels (`clipgen.eval.shapes_judge`; 100 % on ground truth).",
         "",
         f"The language-free model is `language-free/` (bridge **{main['bridge']}**); from the clipgen "

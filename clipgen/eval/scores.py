@@ -20,6 +20,7 @@ from clipgen.engine.dist import all_reduce_sum
 from clipgen.eval.frechet import FeatureStats, frechet_distance_of
 from clipgen.eval.shapes_judge import AttributeScore, read_image, wanted_attributes
 
+
 @dataclass(frozen=True)
 class FeatureSpace:
     """Where Fréchet distances are measured: `features(images) -> [B, dim]`, and what it is."""
@@ -49,9 +50,11 @@ def clip_scores(clip, images: Sequence[Image.Image], prompts: Sequence[str]) -> 
 
 
 def shapes_prompts(prompts: Iterable[str]) -> bool:
-    """Whether the judge can read what every prompt asks for."""
+    """Whether these look like shapes-zh prompts, which the judge can score: every one names a
+    shape (every shapes-zh caption does). A colour or size word alone is not enough: real prompts
+    ("一件大的白色T恤") have those too, and the judge would then score photographs."""
     try:
-        return all(wanted_attributes(p) for p in prompts)
+        return all("shape" in wanted_attributes(p) for p in prompts)
     except ValueError:
         return False
 

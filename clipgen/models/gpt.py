@@ -1,4 +1,5 @@
-"""The condition transformer: p(image tokens | CLIP embedding), decoder-only, pre-LN.
+"""The condition transformer: p(image tokens | condition), decoder-only, pre-LN; the condition is a
+CLIP embedding, or caption token ids for the text-token baseline.
 
 The CLIP embedding (of the image in training, of the prompt's text at inference) is projected to
 `n_prefix` prefix tokens; image token i is predicted from the prefix and tokens < i. With

@@ -8,13 +8,15 @@
 - `caption-tokens` (the EasyNLP-style text-token baseline): the caption's BERT-style token ids as
   the prefix, in one sequence with the image codes; the loss is on the image codes only.
 A fraction `cond_dropout` of images get the null prefix instead, for classifier-free guidance.
-Every `run.image_every` steps a grid is sampled from a fixed list of Chinese prompts through the
-CLIP text tower, the same bridge, the KV-cache sampler and the VQGAN decoder.
+Every `run.image_every` steps a grid is sampled from a fixed list of Chinese prompts, read as the
+run reads prompts at inference (the CLIP text tower and the run's bridge, or the caption
+tokenizer), with the KV-cache sampler and the VQGAN decoder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +106,7 @@ class GPTTask:
         self.clip = self._load_clip() if cfg.condition.clip else None
         self._vqgan = None  # loaded at the first sample grid
         self.bridge = self._build_bridge()
+        self.caption_vocab = b""
         self.caption_tokenizer, self.caption_ids = self._tokenize_captions()
         torch.manual_seed(cfg.run.seed)
         self.model = ConditionTransformer(cfg.model).to(self.device)
@@ -122,7 +125,8 @@ class GPTTask:
             raise ConfigError(f"model.block_size {cfg.block_size} != {data.codes.shape[1]} tokens per image in {self.cfg.data.train}")
         source = self.cfg.condition.source
         if source == "caption" and any(d is not None and d.text is None for d in (data, self.val_data)):
-            raise ConfigError("condition.source: caption needs token shards extracted with --caption-embeddings")
+            raise ConfigError("condition.source: caption needs token shards extracted with --caption-embeddings, "
+                              "from images that all have a caption")  # fmt: skip
         if source != "image" and self.cfg.condition.gap.bridge != "none":
             raise ConfigError(f"condition.source: {source} reads text in training and at inference, so there is no "
                               "modality gap to bridge: set condition.gap.bridge: none")  # fmt: skip
@@ -159,6 +163,7 @@ class GPTTask:
         if not self.cfg.condition.caption_vocab:
             raise ConfigError("condition.source: caption-tokens needs condition.caption_vocab (a BERT-style vocab.txt)")
         tokenizer = CaptionTokenizer(self.cfg.condition.caption_vocab, self.cfg.model.n_prefix)
+        self.caption_vocab = tokenizer.vocab_file.read_bytes()  # exported as read now, not as the file is later
         if tokenizer.vocab_size != self.cfg.model.text_vocab_size:
             raise ConfigError(f"model.text_vocab_size {self.cfg.model.text_vocab_size} != "
                               f"{tokenizer.vocab_size} tokens in {self.cfg.condition.caption_vocab}")  # fmt: skip
@@ -270,13 +275,21 @@ class GPTTask:
 
     # --- state -----------------------------------------------------------------------------------
 
+    def _reads(self) -> dict[str, str]:
+        """What the model reads: a resumed run must read the same (the model config alone does not
+        tell image from caption embeddings, nor one vocab from another of the same size)."""
+        return {"source": self.cfg.condition.source, "caption_vocab_sha256": hashlib.sha256(self.caption_vocab).hexdigest()}
+
     def state_dict(self) -> dict[str, Any]:
-        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "reads": self._reads()}
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("reads", {"source": "image", "caption_vocab_sha256": hashlib.sha256(b"").hexdigest()})
+        if saved != self._reads():
+            raise ConfigError(f"the checkpoint's model was trained reading {saved}, this config reads {self._reads()}")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         if self.ema is not None:
@@ -293,5 +306,5 @@ class GPTTask:
         save_config(self.cfg.condition, run_dir / "condition.yaml")
         if self.caption_tokenizer is not None:
             with atomic_write(run_dir / CAPTION_VOCAB_NAME) as tmp:
-                tmp.write_bytes(self.caption_tokenizer.vocab_file.read_bytes())
+                tmp.write_bytes(self.caption_vocab)
 
