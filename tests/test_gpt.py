@@ -4,10 +4,10 @@ import torch
 from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups, filter_logits
 
 
-def tiny(dtype=torch.float64, cond_every_token=False) -> ConditionTransformer:
+def tiny(dtype=torch.float64, cond_every_token=False, cond_every_layer=False) -> ConditionTransformer:
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=37, block_size=16, cond_dim=12, n_prefix=3, n_layer=2, n_head=2, n_embd=16,
-                    cond_every_token=cond_every_token)  # fmt: skip
+                    cond_every_token=cond_every_token, cond_every_layer=cond_every_layer)  # fmt: skip
     return ConditionTransformer(cfg).to(dtype).eval()
 
 
@@ -18,6 +18,17 @@ def test_forward_shapes_and_condition_dropout():
     drop = torch.tensor([True, False, True, False])
     prefix = model.prefix(cond, drop)
     assert torch.equal(prefix[0], model.null_prefix) and not torch.equal(prefix[1], model.null_prefix)
+
+
+def test_condition_on_every_layer_drops_with_the_prefix_and_changes_the_output():
+    model = tiny(cond_every_layer=True)
+    cond, tokens = torch.randn(2, 12, dtype=torch.float64), torch.randint(0, 37, (2, 16))
+    bias = model.layer_bias(cond, torch.tensor([True, False]))
+    assert bias.shape == (2, 2, 16) and torch.equal(bias[0].flatten(), model.null_layers)
+    before = model(cond, tokens)
+    with torch.no_grad():
+        model.cond_layers.weight.add_(torch.randn_like(model.cond_layers.weight))
+    assert not torch.allclose(model(cond, tokens)[:, -1], before[:, -1])
 
 
 def test_condition_on_every_token_reaches_each_position_and_drops_with_the_prefix():
@@ -33,10 +44,10 @@ def test_condition_on_every_token_reaches_each_position_and_drops_with_the_prefi
     assert not torch.allclose(model(cond, tokens)[:, -1], before[:, -1])
 
 
-@pytest.mark.parametrize("every_token", [False, True])
+@pytest.mark.parametrize("every_token,every_layer", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-def test_kv_cache_sampler_draws_the_same_tokens_as_the_naive_one(guidance, every_token):
-    model = tiny(cond_every_token=every_token)
+def test_kv_cache_sampler_draws_the_same_tokens_as_the_naive_one(guidance, every_token, every_layer):
+    model = tiny(cond_every_token=every_token, cond_every_layer=every_layer)
     cond = torch.randn(3, 12, dtype=torch.float64)
     settings = dict(temperature=1.0, top_k=20, top_p=0.95, guidance_scale=guidance)
     cached = model.sample(cond, generator=torch.Generator().manual_seed(7), kv_cache=True, **settings)
@@ -49,10 +60,10 @@ def test_kv_cache_sampler_draws_the_same_tokens_as_the_naive_one(guidance, every
     assert not torch.equal(cached, other)  # and the seed drives the draw
 
 
-@pytest.mark.parametrize("every_token", [False, True])
-def test_sampled_tokens_follow_the_model(every_token):
+@pytest.mark.parametrize("every_token,every_layer", [(False, False), (True, False), (False, True)])
+def test_sampled_tokens_follow_the_model(every_token, every_layer):
     # greedy decoding must reproduce each position's argmax under teacher forcing
-    model = tiny(cond_every_token=every_token)
+    model = tiny(cond_every_token=every_token, cond_every_layer=every_layer)
     cond = torch.randn(2, 12, dtype=torch.float64)
     tokens = model.sample(cond, temperature=0.0)
     assert torch.equal(model(cond, tokens).argmax(-1), tokens)

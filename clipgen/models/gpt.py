@@ -4,8 +4,9 @@ CLIP embedding, or caption token ids for the text-token baseline.
 The CLIP embedding (of the image in training, of the prompt's text at inference) is projected to
 `n_prefix` prefix tokens; image token i is predicted from the prefix and tokens < i. With
 `cond_every_token` the embedding is also projected to one vector added to every image token's
-input, so each position sees the condition directly rather than only through attention to the
-prefix (on the CPU demo this learns shape faster: BENCHMARKS.md). The text-token baseline
+input, and with `cond_every_layer` to one vector per block added to the residual stream before
+it, so each position sees the condition directly rather than only through attention to the
+prefix (on the CPU demo both learn shape faster: BENCHMARKS.md). The text-token baseline
 (`text_vocab_size` > 0) uses caption token ids as the prefix instead. A learned
 "null" prefix stands for "no condition": training swaps it in for a fraction of images
 (`cond_dropout`), which is what classifier-free guidance needs at sampling time.
@@ -37,6 +38,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False  # biases in Linear and LayerNorm (nanoGPT: False is a little better and faster)
     cond_every_token: bool = False  # also add a projection of the condition to every token's input
+    cond_every_layer: bool = False  # and another one to the residual stream before every block
     # > 0: the condition is n_prefix caption token ids, not an embedding (the EasyNLP-style
     # text-token baseline); they share the embedding table with the image codes, shifted past them
     text_vocab_size: int = 0
@@ -100,8 +102,8 @@ class ConditionTransformer(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        if config.text_vocab_size and config.cond_every_token:
-            raise ValueError("cond_every_token needs an embedding condition, not caption tokens (text_vocab_size > 0)")
+        if config.text_vocab_size and (config.cond_every_token or config.cond_every_layer):
+            raise ValueError("cond_every_token/cond_every_layer need an embedding condition, not caption tokens (text_vocab_size > 0)")
         self.tok_emb = nn.Embedding(config.vocab_size + config.text_vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.n_prefix + config.block_size, config.n_embd)
         # only the image codes are ever predicted, so the head stops at the codebook
@@ -110,6 +112,9 @@ class ConditionTransformer(nn.Module):
         if config.cond_every_token:
             self.cond_token = nn.Linear(config.cond_dim, config.n_embd)
             self.null_token = nn.Parameter(torch.zeros(config.n_embd))
+        if config.cond_every_layer:
+            self.cond_layers = nn.Linear(config.cond_dim, config.n_layer * config.n_embd)
+            self.null_layers = nn.Parameter(torch.zeros(config.n_layer * config.n_embd))
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -153,26 +158,36 @@ class ConditionTransformer(nn.Module):
             prefix = torch.where(drop.view(-1, 1, 1), null.to(prefix.dtype), prefix)
         return prefix
 
+    @staticmethod
+    def _projected(proj: nn.Linear, null: torch.Tensor, cond: torch.Tensor | None, drop: torch.Tensor | None) -> torch.Tensor:
+        """proj(cond) per row, the learned `null` vector where the condition is dropped (or absent)."""
+        if cond is None:
+            return null.expand(drop.shape[0], -1)
+        out = proj(cond.to(proj.weight.dtype))
+        return out if drop is None else torch.where(drop.view(-1, 1), null.to(out.dtype), out)
+
     def condition_bias(self, cond: torch.Tensor | None, drop: torch.Tensor | None = None) -> torch.Tensor | None:
         """With `cond_every_token`, [B, n_embd] added to every image token's input (the null vector
         where the condition is dropped, as `prefix` does); otherwise None."""
-        if not self.config.cond_every_token:
+        return self._projected(self.cond_token, self.null_token, cond, drop) if self.config.cond_every_token else None
+
+    def layer_bias(self, cond: torch.Tensor | None, drop: torch.Tensor | None = None) -> torch.Tensor | None:
+        """With `cond_every_layer`, [B, n_layer, n_embd]: row l is added to every position's
+        residual stream before block l; otherwise None."""
+        if not self.config.cond_every_layer:
             return None
-        if cond is None:
-            return self.null_token.expand(drop.shape[0], -1)
-        bias = self.cond_token(cond.to(self.cond_token.weight.dtype))
-        if drop is not None:
-            bias = torch.where(drop.view(-1, 1), self.null_token.to(bias.dtype), bias)
-        return bias
+        return self._projected(self.cond_layers, self.null_layers, cond, drop).view(-1, self.config.n_layer, self.config.n_embd)
 
     def embed_tokens(self, tokens: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         emb = self.tok_emb(tokens)
         return emb if bias is None else emb + bias.unsqueeze(1)
 
-    def _run(self, x: torch.Tensor, start: int, cache: KVCache | None = None) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, start: int, cache: KVCache | None = None, layer_bias: torch.Tensor | None = None) -> torch.Tensor:
         positions = torch.arange(start, start + x.shape[1], device=x.device)
         h = self.drop(x + self.pos_emb(positions))
         for layer, block in enumerate(self.blocks):
+            if layer_bias is not None:
+                h = h + layer_bias[:, layer].unsqueeze(1)
             h = block(h, cache, layer)
         if cache is not None:
             cache.length += x.shape[1]
@@ -182,7 +197,7 @@ class ConditionTransformer(nn.Module):
         """Logits [B, T, vocab] predicting tokens [B, T] (T ≤ block_size) from the condition."""
         emb = self.embed_tokens(tokens[:, :-1], self.condition_bias(cond, drop))
         x = torch.cat([self.prefix(cond, drop), emb], dim=1)
-        return self._run(x, start=0)[:, self.config.n_prefix - 1 :]
+        return self._run(x, start=0, layer_bias=self.layer_bias(cond, drop))[:, self.config.n_prefix - 1 :]
 
     def loss(self, cond: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         logits = self(cond, tokens, drop)
@@ -211,26 +226,30 @@ class ConditionTransformer(nn.Module):
         num_tokens = num_tokens or cfg.block_size
         batch = cond.shape[0]
         guided = guidance_scale != 1.0
-        prefix = self.prefix(cond)
-        bias = self.condition_bias(cond)
-        if guided:
-            nulls = torch.ones(batch, dtype=torch.bool, device=cond.device)
-            prefix = torch.cat([prefix, self.prefix(None, nulls)])
-            bias = None if bias is None else torch.cat([bias, self.condition_bias(None, nulls)])
+        prefix, bias, layer_bias = self._sampling_conditions(cond, guided)
         rows = prefix.shape[0]
         tokens = torch.empty(batch, 0, dtype=torch.long, device=cond.device)
         cache = KVCache(cfg, rows, cond.device, prefix.dtype) if kv_cache else None
-        logits = self._run(prefix, 0, cache)[:, -1] if kv_cache else None
+        logits = self._run(prefix, 0, cache, layer_bias)[:, -1] if kv_cache else None
         for i in range(num_tokens):
             if not kv_cache:  # re-run the prefix and every token so far, as the naive samplers do
                 seq = tokens.repeat(2, 1) if guided else tokens
-                logits = self._run(torch.cat([prefix, self.embed_tokens(seq, bias)], dim=1), 0)[:, -1]
+                logits = self._run(torch.cat([prefix, self.embed_tokens(seq, bias)], dim=1), 0, None, layer_bias)[:, -1]
             next_token = self._pick(logits.float(), batch, guided, guidance_scale, temperature, top_k, top_p, generator)
             tokens = torch.cat([tokens, next_token], dim=1)
             if kv_cache and i + 1 < num_tokens:
                 step_in = next_token.repeat(2, 1) if guided else next_token
-                logits = self._run(self.embed_tokens(step_in, bias), cfg.n_prefix + i, cache)[:, -1]
+                logits = self._run(self.embed_tokens(step_in, bias), cfg.n_prefix + i, cache, layer_bias)[:, -1]
         return tokens
+
+    def _sampling_conditions(self, cond: torch.Tensor, guided: bool) -> tuple:
+        """(prefix, token bias, layer bias) for the batch; with guidance, the null condition's rows
+        follow the conditioned ones. The biases are None where the config has none."""
+        parts = [(self.prefix(cond), self.condition_bias(cond), self.layer_bias(cond))]
+        if guided:
+            nulls = torch.ones(cond.shape[0], dtype=torch.bool, device=cond.device)
+            parts.append((self.prefix(None, nulls), self.condition_bias(None, nulls), self.layer_bias(None, nulls)))
+        return tuple(None if part[0] is None else torch.cat(part) for part in zip(*parts))
 
     @staticmethod
     def _pick(logits, batch, guided, scale, temperature, top_k, top_p, generator) -> torch.Tensor:
