@@ -75,7 +75,7 @@ def test_caption_trained_needs_caption_embeddings_and_no_bridge(stages, tmp_path
 def text_token_args(stages, out, steps, *extra):
     vocab = CaptionTokenizer(stages / "vocab.txt", 12).vocab_size
     return gpt_args(stages, out, steps, "condition.source=caption-tokens", f"condition.caption_vocab={stages / 'vocab.txt'}",
-                    "model.n_prefix=12", f"model.text_vocab_size={vocab}", "model.cond_every_token=false", *extra)  # fmt: skip
+                    "model.n_prefix=12", f"model.text_vocab_size={vocab}", "model.cond_every_token=false", "model.cond_every_layer=false", *extra)  # fmt: skip
 
 
 def test_text_token_run_saves_its_vocab_and_samples_like_the_others(stages, tmp_path):

@@ -177,7 +177,8 @@ def generator_runs(options: DemoOptions, caption_vocab: Path, vocab_size: int, c
     runs["caption-trained"] = ["condition.source=caption", "condition.gap.bridge=none"]
     # EasyNLP's layout: caption ids then image codes in one sequence, so no per-token condition
     runs["text-token"] = ["condition.source=caption-tokens", "condition.gap.bridge=none", f"condition.caption_vocab={caption_vocab}",
-                          f"model.n_prefix={caption_length}", f"model.text_vocab_size={vocab_size}", "model.cond_every_token=false"]  # fmt: skip
+                          f"model.n_prefix={caption_length}", f"model.text_vocab_size={vocab_size}", "model.cond_every_token=false",
+                          "model.cond_every_layer=false"]  # fmt: skip
     return runs
 
 
