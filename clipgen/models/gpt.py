@@ -6,7 +6,8 @@ The CLIP embedding (of the image in training, of the prompt's text at inference)
 `cond_every_token` the embedding is also projected to one vector added to every image token's
 input, and with `cond_every_layer` to one vector per block added to the residual stream before
 it, so each position sees the condition directly rather than only through attention to the
-prefix (on the CPU demo both learn shape faster: BENCHMARKS.md). The text-token baseline
+prefix (on the CPU demo the first learns shape faster; the second helped one A/B run but not the
+full demo: BENCHMARKS.md). The text-token baseline
 (`text_vocab_size` > 0) uses caption token ids as the prefix instead. A learned
 "null" prefix stands for "no condition": training swaps it in for a fraction of images
 (`cond_dropout`), which is what classifier-free guidance needs at sampling time.
