@@ -75,13 +75,14 @@ def test_prompts_and_reference_images_from_a_muge_tsv(runs, tmp_path):
         return base64.b64encode(buffer.getvalue()).decode()
 
     lines = [f"{i}\t{prompt}\t{b64((40 * i, 90, 200))}" for i, prompt in enumerate(PROMPTS)]
-    lines.append("9\t坏的一行\tnot-base64!")  # a corrupt line is skipped with a warning, the rest is kept
+    lines.append("9\t坏的一行\tnot-base64!")  # a corrupt image: the prompt stays, its reference is lost
+    lines.append("broken line without tabs")  # nothing usable: skipped with a warning
     (tmp_path / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "cmp"
     assert clipgen_main(["compare", "--runs", str(runs / "language-free"), "--prompts", str(tmp_path / "test.tsv"),
                          "--out", str(out)]) == 0  # fmt: skip
     summary = json.loads((out / "metrics.json").read_text())
-    assert summary["prompts"] == 3 and summary["real_images"] == 3 and "fd_clip" in summary["metrics"]["language-free"]
+    assert summary["prompts"] == 4 and summary["real_images"] == 3 and "fd_clip" in summary["metrics"]["language-free"]
 
 
 def test_run_names_are_unique_directory_names(tmp_path):

@@ -36,7 +36,11 @@ def _read_tsv(path: Path) -> tuple[list[str], list[Image.Image]]:
     prompts, references = [], []
     for item in iter_tsv(path):
         if isinstance(item, SourceFailure):
-            log.warning("%s: skipped (%s)", item.origin, item.reason)
+            if item.caption and item.caption.strip():  # the text is fine: only the reference is lost
+                log.warning("%s: reference image unreadable (%s)", item.origin, item.reason)
+                prompts.append(item.caption.strip())
+            else:
+                log.warning("%s: skipped (%s)", item.origin, item.reason)
             continue
         caption = item.meta.get("caption", "").strip()
         if not caption:

@@ -52,6 +52,7 @@ class SourceFailure:
     key: str
     origin: str
     reason: str
+    caption: str | None = None  # a TSV line's text, when only its image was bad
 
 
 SourceItem = Union[SourceImage, SourceFailure]
@@ -139,6 +140,7 @@ def _tsv_items(files: list[Path], prefix_keys: bool) -> Iterator[SourceItem]:
                 origin = f"{file.name}:{line_number}"
                 if not raw.strip():
                     continue
+                caption = None
                 try:
                     idx, caption, encoded = _parse_tsv_line(raw.decode("utf-8").rstrip("\r\n"))
                     data = decode_base64_image(encoded)
@@ -148,7 +150,7 @@ def _tsv_items(files: list[Path], prefix_keys: bool) -> Iterator[SourceItem]:
                 except ValueError as err:  # binascii.Error is a ValueError
                     key = f"{prefix}line{line_number}"
                     reason = f"bad base64 image: {err}" if isinstance(err, binascii.Error) else str(err)
-                    yield SourceFailure(key, origin, reason)
+                    yield SourceFailure(key, origin, reason, caption)
                     continue
                 meta = {"source": origin, "idx": idx.strip()}
                 if caption is not None:
