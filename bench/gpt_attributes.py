@@ -3,6 +3,7 @@
 For each setting: from Chinese prompts naming all four attributes (through the run's CLIP text
 tower and bridge), optionally with CLIP re-ranking of N candidates, and from held-out image
 embeddings (the no-gap reference). Settings are GUIDANCE,TOP_K,TEMPERATURE,CANDIDATES.
+`--retrieval-k K` changes how many training images a retrieval-bridge run averages per prompt.
 
     python bench/gpt_attributes.py --run runs/demo/language-free --heldout runs/demo/data/heldout \
         --settings 1.5,1,1,1 1.5,5,1,8
@@ -29,9 +30,14 @@ def main() -> None:
     parser.add_argument("--heldout", required=True)
     parser.add_argument("--prompts", type=int, default=576)
     parser.add_argument("--settings", nargs="+", default=["1.5,1,1,1"])
+    parser.add_argument("--retrieval-k", type=int, default=0, help="a retrieval-bridge run: average this many images instead")
     args = parser.parse_args()
 
     pipe = ClipGenPipeline.from_pretrained(args.run)
+    if args.retrieval_k:
+        if pipe.bridge.config.bridge != "retrieval":
+            parser.error(f"--retrieval-k needs a retrieval-bridge run; {args.run} uses {pipe.bridge.config.bridge}")
+        pipe.bridge.config.retrieval_k = args.retrieval_k
     prompts = [text for text, _ in full_prompts(args.prompts, seed=1)]
     images, labels = heldout_images(args.heldout, args.prompts)
     for setting in args.settings:

@@ -22,7 +22,7 @@ from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loade
 from clipgen.data.shards import MANIFEST_NAME
 from clipgen.data.tokens import codes_dtype, write_token_shard
 from clipgen.engine.dist import DistInfo, all_reduce_sum, barrier
-from clipgen.engine.atomic import atomic_write
+from clipgen.engine.atomic import atomic_write, check_or_record_settings
 from clipgen.images import to_pil
 
 log = logging.getLogger("clipgen.extract")
@@ -92,18 +92,10 @@ def _claim_settings(job: ExtractJob, info: DistInfo) -> None:
     settings are written before the first shard, and a rerun with others is refused."""
     settings = {"vqgan": str(Path(job.vqgan_dir).resolve()), "clip": job.clip, "caption_embeddings": job.caption_embeddings}
     path = job.out / SETTINGS_NAME
-    if path.is_file():
-        done = json.loads(path.read_text(encoding="utf-8"))
-        if done != settings:
-            raise ValueError(f"{job.out} holds token shards extracted with other settings ({done}); "
-                             "use another --out or delete it")  # fmt: skip
-    elif any(job.out.glob("*.tar")):
+    if not path.is_file() and any(job.out.glob("*.tar")):
         raise ValueError(f"{job.out} holds token shards of unknown settings (no {SETTINGS_NAME}); use another --out or delete it")
-    elif info.is_main:
-        job.out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as tmp:
-            tmp.write_text(json.dumps(settings, indent=2), encoding="utf-8")
-    barrier()  # every rank passes here, whichever branch it took
+    check_or_record_settings(path, settings, record=info.is_main)
+    barrier()  # every rank passes here, so none starts before rank 0 has recorded the settings
 
 
 def _caption_embeddings(clip, metas: list[dict]) -> list:

@@ -18,6 +18,14 @@ from clipgen.config import load_config
 from clipgen.images import to_pil
 
 
+def prompt_condition(prompts: Sequence[str], clip, bridge, caption_tokenizer=None) -> torch.Tensor:
+    """What a condition transformer reads for these prompts: the bridged CLIP text embeddings, or
+    the caption token ids of a text-token run. Empty prompts are refused, long ones cut."""
+    if caption_tokenizer is not None:
+        return caption_tokenizer.encode(prompts)
+    return bridge.for_inference(clip.encode_text(prompts))
+
+
 class ClipGenPipeline:
     def __init__(self, gpt, vqgan, clip, bridge, device: torch.device, reranker=None, caption_tokenizer=None):
         self.gpt, self.vqgan, self.clip, self.bridge, self.device = gpt, vqgan, clip, bridge, device
@@ -66,11 +74,7 @@ class ClipGenPipeline:
         )
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """What the transformer reads for these prompts: the bridged CLIP text embeddings, or the
-        caption token ids of a text-token run. Empty prompts are refused, long ones cut."""
-        if self.caption_tokenizer is not None:
-            return self.caption_tokenizer.encode(prompts)
-        return self.bridge.for_inference(self.clip.encode_text(prompts))
+        return prompt_condition(prompts, self.clip, self.bridge, self.caption_tokenizer)
 
     @torch.no_grad()
     def __call__(

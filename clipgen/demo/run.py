@@ -116,7 +116,10 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
         for split in ("train", "heldout"):
             stages.extract_tokens(out / "vqgan", clip_dir, data / split, out / "tokens" / split)
     gap = stages.measure_gap(out / "tokens" / "heldout")
-    vocab = stages.write_caption_vocab(data / "caption-vocab.txt", out / "tokens" / "train")
+    from clipgen.data.token_dataset import TokenData
+
+    train_tokens = TokenData.load(str(out / "tokens" / "train"))  # read once: captions, image embeddings
+    vocab = stages.write_caption_vocab(data / "caption-vocab.txt", train_tokens.captions())
 
     gpt_results, run_dirs = {}, {}
     for name, run_overrides in generator_runs(options, *vocab).items():
@@ -133,7 +136,7 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
 
     with _timed(times, "language-free (retrieval bridge on the no-bridge weights)"):
         retrieval_dir = stages.derive_retrieval_run(
-            run_dirs["bridge-none"], out / "language-free", out / "tokens" / "train", options.retrieval_k, seed
+            run_dirs["bridge-none"], out / "language-free", train_tokens.clip, options.retrieval_k, seed
         )
         # the comparison's rows: language-free with each bridge, the chosen one last, then the baselines
         bridged = {name: d for name, d in run_dirs.items() if name.startswith("bridge-")}

@@ -15,22 +15,11 @@ log = logging.getLogger("clipgen.demo")
 
 
 def claim_output_dir(out: Path, settings: dict) -> None:
-    """Record the demo's settings in `out`, or check them against the record there: every stage
-    resumes what it finds, so work done with other settings (another seed, other steps, another
-    bridge) would otherwise be mixed into this demo's results."""
-    path = out / "demo-settings.json"
-    settings = json.loads(json.dumps(settings))  # the form it takes on disk (tuples become lists)
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved != settings:
-            differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-            raise ValueError(
-                f"{out} holds a demo made with other settings (they differ in: {', '.join(differ)}); "
-                "choose another --out, or delete it to start over"
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
+    """Every stage resumes what it finds, so work done with other settings (another seed, other
+    steps, another bridge) would otherwise be mixed into this demo's results."""
+    from clipgen.engine.atomic import check_or_record_settings
+
+    check_or_record_settings(out / "demo-settings.json", settings)
 
 
 def _corpus_source(directory: Path) -> dict | None:
@@ -110,21 +99,19 @@ def measure_gap(heldout_tokens: Path) -> dict[str, float]:
     return gap_statistics(image, text)
 
 
-def write_caption_vocab(path: Path, train_tokens: Path) -> tuple[Path, int, int]:
+def write_caption_vocab(path: Path, captions: list[str]) -> tuple[Path, int, int]:
     """The text-token baseline's vocab (every character a shapes-zh caption can hold) and the
     caption length that fits every training caption: (vocab file, vocab size, length)."""
-    from clipgen.data.token_dataset import TokenData
     from clipgen.encoders.caption_tokens import CaptionTokenizer, write_char_vocab
     from clipgen.train.toy_clip import caption_characters
 
     write_char_vocab(caption_characters(), path)
     tokenizer = CaptionTokenizer(path, 1)
-    captions = TokenData.load(str(train_tokens)).captions()
     length = max(len(tokenizer.tokenizer.encode(c, add_special_tokens=False)) for c in set(captions))
     return path, tokenizer.vocab_size, length
 
 
-def derive_retrieval_run(trained: Path, out: Path, train_tokens: Path, retrieval_k: int, seed: int) -> Path:
+def derive_retrieval_run(trained: Path, out: Path, train_image_emb, retrieval_k: int, seed: int) -> Path:
     """The run that answers prompts through the retrieval bridge, made from the no-bridge run.
 
     The retrieval bridge trains exactly as `none` does (tests/test_train_gpt.py checks that the
@@ -135,7 +122,6 @@ def derive_retrieval_run(trained: Path, out: Path, train_tokens: Path, retrieval
     import shutil
 
     from clipgen.config import load_config, save_config
-    from clipgen.data.token_dataset import TokenData
     from clipgen.encoders.gap import GapBridge
     from clipgen.train.gpt import ConditionConfig
 
@@ -144,7 +130,7 @@ def derive_retrieval_run(trained: Path, out: Path, train_tokens: Path, retrieval
         raise ValueError(f"{trained} was trained with the {condition.gap.bridge} bridge, not none")
     condition.gap.bridge, condition.gap.retrieval_k = "retrieval", retrieval_k
     shutil.copytree(trained / "model", out / "model", dirs_exist_ok=True)
-    bank = GapBridge.bank_from(TokenData.load(str(train_tokens)).clip, condition.gap.bank_size, seed)
+    bank = GapBridge.bank_from(train_image_emb, condition.gap.bank_size, seed)
     GapBridge(condition.gap, bank=bank).save(out)
     save_config(condition, out / "condition.yaml")
     note = {"weights_from": str(trained), "why": "the retrieval bridge trains exactly as none; only inference differs"}

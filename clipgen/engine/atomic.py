@@ -30,3 +30,24 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_or_record_settings(path: str | Path, settings: dict, record: bool = True) -> None:
+    """For work that resumes what it finds in a directory: the first run records its settings in
+    `path` (atomically, when `record`); a later run with other settings is refused, so work done
+    with other settings is never mixed in."""
+    import json
+
+    path = Path(path)
+    settings = json.loads(json.dumps(settings))  # the form it takes on disk (tuples become lists)
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved != settings:
+            differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+            raise ValueError(
+                f"{path.parent} holds work made with other settings (they differ in: {', '.join(differ)}); "
+                "choose another output directory, or delete it to start over"
+            )
+    elif record:
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")

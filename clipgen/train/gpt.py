@@ -172,12 +172,6 @@ class GPTTask:
             ids["val"] = tokenizer.encode(self.val_data.captions())
         return tokenizer, ids
 
-    def prompt_condition(self, prompts: list[str]) -> torch.Tensor:
-        """What the transformer reads for prompts at inference, by the run's condition source."""
-        if self.caption_tokenizer is not None:
-            return self.caption_tokenizer.encode(prompts).to(self.device)
-        return self.bridge.for_inference(self.clip.encode_text(prompts))
-
     # --- training --------------------------------------------------------------------------------
 
     def train_batches(self, skip_batches: int) -> Iterator[dict[str, Any]]:
@@ -265,7 +259,9 @@ class GPTTask:
             self._vqgan = VQGAN.from_pretrained(vqgan_model_dir(cfg.condition.vqgan)).to(self.device).eval()
         vqgan = self._vqgan
         prompts = [p for p in cfg.sample.prompts for _ in range(cfg.sample.images_per_prompt)]
-        cond = self.prompt_condition(prompts)
+        from clipgen.pipeline import prompt_condition
+
+        cond = prompt_condition(prompts, self.clip, self.bridge, self.caption_tokenizer).to(self.device)
         tokens = self.eval_model().eval().sample(
             cond, guidance_scale=cfg.sample.guidance_scale, top_k=cfg.sample.top_k, temperature=cfg.sample.temperature,
             generator=torch.Generator(self.device).manual_seed(cfg.run.seed),
