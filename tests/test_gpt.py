@@ -2,12 +2,13 @@ import pytest
 import torch
 
 from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups, filter_logits
+from clipgen.train.gpt import GPTOptimConfig, make_optimizer
 
 
-def tiny(dtype=torch.float64, cond_every_token=False, cond_every_layer=False) -> ConditionTransformer:
+def tiny(dtype=torch.float64, cond_every_token=False, cond_every_layer=False, rope_2d=False) -> ConditionTransformer:
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=37, block_size=16, cond_dim=12, n_prefix=3, n_layer=2, n_head=2, n_embd=16,
-                    cond_every_token=cond_every_token, cond_every_layer=cond_every_layer)  # fmt: skip
+                    cond_every_token=cond_every_token, cond_every_layer=cond_every_layer, rope_2d=rope_2d)  # fmt: skip
     return ConditionTransformer(cfg).to(dtype).eval()
 
 
@@ -44,10 +45,10 @@ def test_condition_on_every_token_reaches_each_position_and_drops_with_the_prefi
     assert not torch.allclose(model(cond, tokens)[:, -1], before[:, -1])
 
 
-@pytest.mark.parametrize("every_token,every_layer", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("every_token,every_layer,rope", [(False, False, False), (True, False, False), (True, True, False), (True, True, True)])
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-def test_kv_cache_sampler_draws_the_same_tokens_as_the_naive_one(guidance, every_token, every_layer):
-    model = tiny(cond_every_token=every_token, cond_every_layer=every_layer)
+def test_kv_cache_sampler_draws_the_same_tokens_as_the_naive_one(guidance, every_token, every_layer, rope):
+    model = tiny(cond_every_token=every_token, cond_every_layer=every_layer, rope_2d=rope)
     cond = torch.randn(3, 12, dtype=torch.float64)
     settings = dict(temperature=1.0, top_k=20, top_p=0.95, guidance_scale=guidance)
     cached = model.sample(cond, generator=torch.Generator().manual_seed(7), kv_cache=True, **settings)
@@ -60,10 +61,10 @@ def test_kv_cache_sampler_draws_the_same_tokens_as_the_naive_one(guidance, every
     assert not torch.equal(cached, other)  # and the seed drives the draw
 
 
-@pytest.mark.parametrize("every_token,every_layer", [(False, False), (True, False), (False, True)])
-def test_sampled_tokens_follow_the_model(every_token, every_layer):
+@pytest.mark.parametrize("every_token,every_layer,rope", [(False, False, False), (True, False, False), (False, True, True)])
+def test_sampled_tokens_follow_the_model(every_token, every_layer, rope):
     # greedy decoding must reproduce each position's argmax under teacher forcing
-    model = tiny(cond_every_token=every_token, cond_every_layer=every_layer)
+    model = tiny(cond_every_token=every_token, cond_every_layer=every_layer, rope_2d=rope)
     cond = torch.randn(2, 12, dtype=torch.float64)
     tokens = model.sample(cond, temperature=0.0)
     assert torch.equal(model(cond, tokens).argmax(-1), tokens)
@@ -77,10 +78,11 @@ def test_filter_logits_top_k_and_top_p():
     assert not torch.isinf(filter_logits(logits)).any()
 
 
-def test_a_few_steps_fit_one_sequence():
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_a_few_steps_fit_one_sequence(optimizer):
     model = tiny(torch.float32).train()
     cond, tokens = torch.randn(2, 12), torch.randint(0, 37, (2, 16))
-    opt = torch.optim.AdamW(adamw_param_groups(model, 0.1), lr=1e-2)
+    opt = make_optimizer(model, GPTOptimConfig(optimizer=optimizer, lr=1e-2, muon_lr=0.02))
     first = model.loss(cond, tokens).item()
     for _ in range(30):
         loss = model.loss(cond, tokens)

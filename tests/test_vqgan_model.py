@@ -128,3 +128,22 @@ def test_a_local_encoder_codes_only_see_their_neighbourhood(local):
     kinds = {type(m).__name__ for m in encoder.modules()}
     assert ("GroupNorm" in kinds or "AttnBlock" in kinds) != local
     assert any(type(m).__name__ == "AttnBlock" for m in model.decoder.up.modules())  # the decoder keeps attn_resolutions
+
+
+def test_a_patch_encoder_gives_equal_patches_equal_codes():
+    torch.manual_seed(0)
+    config = VQGANConfig(resolution=32, ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[],
+                         z_channels=8, embed_dim=4, n_embed=16, patch_encoder=True)  # fmt: skip
+    model = VQGAN(config).eval()
+    image = torch.full((1, 3, 32, 32), -0.2)
+    image[:, 0, 9:19, 5:15] = 0.8  # an object over several 4×4 patches
+    with torch.no_grad():
+        codes = model.encode_to_indices(image)[0]
+        moved = model.encode_to_indices(torch.roll(image, shifts=(8, 12), dims=(2, 3)))[0]
+    assert codes.shape == (8, 8)
+    # every plain background patch has one code, wherever the object is
+    assert codes[0, 0] == codes[7, 7] == codes[0, 7] == moved[0, 0]
+    # moving the object by whole patches moves its codes and nothing else
+    assert torch.equal(torch.roll(codes, shifts=(2, 3), dims=(0, 1)), moved)
+    with pytest.raises(ValueError, match="one of model.local_encoder and model.patch_encoder"):
+        VQGAN(VQGANConfig(resolution=32, ch=32, ch_mult=[1, 2], local_encoder=True, patch_encoder=True))

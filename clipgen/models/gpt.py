@@ -6,8 +6,8 @@ The CLIP embedding (of the image in training, of the prompt's text at inference)
 `cond_every_token` the embedding is also projected to one vector added to every image token's
 input, and with `cond_every_layer` to one vector per block added to the residual stream before
 it, so each position sees the condition directly rather than only through attention to the
-prefix (on the CPU demo the first learns shape faster; the second helped one A/B run but not the
-full demo: BENCHMARKS.md). The text-token baseline
+prefix (both learn shape faster on the CPU demo: BENCHMARKS.md). `rope_2d` also rotates queries
+and keys by each image token's (row, column) (models/rope.py). The text-token baseline
 (`text_vocab_size` > 0) uses caption token ids as the prefix instead. A learned
 "null" prefix stands for "no condition": training swaps it in for a fraction of images
 (`cond_dropout`), which is what classifier-free guidance needs at sampling time.
@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipgen.models.rope import Rope2D
+
 
 @dataclass
 class GPTConfig:
@@ -43,6 +45,10 @@ class GPTConfig:
     # > 0: the condition is n_prefix caption token ids, not an embedding (the EasyNLP-style
     # text-token baseline); they share the embedding table with the image codes, shifted past them
     text_vocab_size: int = 0
+    # rotate queries and keys by each image token's (row, column) as well: attention then depends
+    # on offsets, so a shape learned in one place holds in every other (models/rope.py)
+    rope_2d: bool = False
+    rope_theta: float = 100.0  # a grid side of 8–16 tokens needs no slower rotations than this
 
 
 class KVCache:
@@ -63,12 +69,13 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int, rope: Rope2D | None, start: int) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = (y.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for y in self.qkv(x).split(c, dim=2))
+        if rope is not None:
+            q, k = rope(q, start), rope(k, start)
         causal = True
         if cache is not None:
-            start = cache.length
             cache.k[layer, :, :, start : start + t] = k
             cache.v[layer, :, :, start : start + t] = v
             k, v = cache.k[layer, :, :, : start + t], cache.v[layer, :, :, : start + t]
@@ -94,8 +101,8 @@ class Block(nn.Module):
             nn.Dropout(config.dropout),
         )
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int, rope: Rope2D | None, start: int) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, rope, start)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -107,6 +114,8 @@ class ConditionTransformer(nn.Module):
             raise ValueError("cond_every_token/cond_every_layer need an embedding condition, not caption tokens (text_vocab_size > 0)")
         self.tok_emb = nn.Embedding(config.vocab_size + config.text_vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.n_prefix + config.block_size, config.n_embd)
+        head_dim = config.n_embd // config.n_head
+        self.rope = Rope2D(head_dim, config.n_prefix, config.block_size, config.rope_theta) if config.rope_2d else None
         # only the image codes are ever predicted, so the head stops at the codebook
         self.cond_proj = None if config.text_vocab_size else nn.Linear(config.cond_dim, config.n_prefix * config.n_embd)
         self.null_prefix = nn.Parameter(torch.zeros(config.n_prefix, config.n_embd))
@@ -189,7 +198,7 @@ class ConditionTransformer(nn.Module):
         for layer, block in enumerate(self.blocks):
             if layer_bias is not None:
                 h = h + layer_bias[:, layer].unsqueeze(1)
-            h = block(h, cache, layer)
+            h = block(h, cache, layer, self.rope, start)
         if cache is not None:
             cache.length += x.shape[1]
         return self.head(self.ln_f(h))
@@ -278,11 +287,12 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
-def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """nanoGPT's split: decay matrices and embeddings (≥ 2-D), not biases, norms or the null prefix."""
+def adamw_param_groups(model: nn.Module, weight_decay: float, skip: set[int] = frozenset()) -> list[dict]:
+    """nanoGPT's split: decay matrices and embeddings (≥ 2-D), not biases, norms or the null prefix;
+    parameters whose id is in `skip` are left out (another optimizer group takes them)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        if not param.requires_grad:
+        if not param.requires_grad or id(param) in skip:
             continue
         (decay if param.dim() >= 2 and name != "null_prefix" else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -15,6 +15,7 @@ from torch import nn
 
 from clipgen.config import from_dict, to_dict
 from clipgen.models.autoencoder import Decoder, Encoder
+from clipgen.models.patch_encoder import PatchEncoder
 from clipgen.models.quantize import QuantizerConfig, QuantizerOutput, VectorQuantizer
 from clipgen.models.weights import CONFIG_NAME, load_state_strict, read_model_dir, save_model_dir
 
@@ -40,6 +41,9 @@ class VQGANConfig:
     # in the picture. A local encoder (no attention, no normalisation) makes a code a function of
     # its neighbourhood only (the decoder keeps its attention). Off for taming weights.
     local_encoder: bool = False
+    # a patch encoder goes further: a code is a function of its own f×f patch only
+    # (models/patch_encoder.py), so equal patches share one code
+    patch_encoder: bool = False
 
     @property
     def downsample_factor(self) -> int:
@@ -64,7 +68,13 @@ class VQGAN(nn.Module):
             z_channels=config.z_channels,
             dropout=config.dropout,
         )
-        self.encoder = Encoder(in_channels=config.in_channels, local=config.local_encoder, **shared)
+        if config.patch_encoder and config.local_encoder:
+            raise ValueError("choose one of model.local_encoder and model.patch_encoder")
+        if config.patch_encoder:
+            width, depth = config.ch * config.ch_mult[-1], config.num_res_blocks + 1
+            self.encoder = PatchEncoder(config.in_channels, config.downsample_factor, width, depth, config.z_channels)
+        else:
+            self.encoder = Encoder(in_channels=config.in_channels, local=config.local_encoder, **shared)
         self.decoder = Decoder(out_ch=config.out_ch, **shared)
         self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1)
         self.quantize = VectorQuantizer(config.n_embed, config.embed_dim, config.quantizer)

@@ -24,6 +24,7 @@ from typing import Any, Iterator, Literal
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch import nn
 
 from clipgen.config import ConfigError, save_config
 from clipgen.data.loader import derive_seed
@@ -35,6 +36,7 @@ from clipgen.engine.logging import RunLogger
 from clipgen.engine.schedule import lr_factor
 from clipgen.engine.trainer import RunConfig, autocast_context, autocast_dtype
 from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups
+from clipgen.train.muon import MuonWithAdamW, is_hidden_matrix
 
 log = logging.getLogger("clipgen.train")
 
@@ -67,6 +69,10 @@ class GPTOptimConfig:
     schedule: Literal["constant", "cosine"] = "cosine"
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+    # muon: the blocks' matrices take Muon steps at muon_lr (train/muon.py), the rest AdamW at lr
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
 
 
 @dataclass
@@ -86,6 +92,18 @@ class GPTTrainConfig:
     condition: ConditionConfig = field(default_factory=ConditionConfig)
     optim: GPTOptimConfig = field(default_factory=GPTOptimConfig)
     sample: GPTSampleConfig = field(default_factory=GPTSampleConfig)
+
+
+def make_optimizer(model: nn.Module, optim: GPTOptimConfig, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW over nanoGPT's parameter groups, or Muon for the blocks' matrices with AdamW for the
+    rest (optim.optimizer). Each group's lr is its base rate; train_step scales it by the schedule."""
+    if optim.optimizer == "adamw":
+        groups = adamw_param_groups(model, optim.weight_decay)
+        return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), fused=fused)
+    hidden = [p for name, p in model.named_parameters() if is_hidden_matrix(name, p)]
+    rest = adamw_param_groups(model, optim.weight_decay, skip={id(p) for p in hidden})
+    groups = [{"params": hidden, "lr": optim.muon_lr, "muon": True}] + [{**group, "lr": optim.lr} for group in rest]
+    return MuonWithAdamW(groups, betas=optim.betas, momentum=optim.muon_momentum)
 
 
 def _read_lines(path: str) -> list[str]:
@@ -110,10 +128,7 @@ class GPTTask:
         self.caption_tokenizer, self.caption_ids = self._tokenize_captions()
         torch.manual_seed(cfg.run.seed)
         self.model = ConditionTransformer(cfg.model).to(self.device)
-        self.opt = torch.optim.AdamW(
-            adamw_param_groups(self.model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-            fused=self.device.type == "cuda",
-        )  # fmt: skip
+        self.opt = make_optimizer(self.model, cfg.optim, fused=self.device.type == "cuda")
         self.ema = EMA(self.model, cfg.run.ema_decay) if cfg.run.ema_decay > 0 else None
         forward_model = torch.compile(self.model) if cfg.run.compile else self.model
         self.model_ddp = DDP(forward_model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
@@ -204,7 +219,7 @@ class GPTTask:
         factor = lr_factor(step, warmup_steps=optim.warmup_steps, total_steps=self.cfg.run.max_steps,
                            schedule=optim.schedule, min_ratio=optim.min_lr_ratio)  # fmt: skip
         for group in self.opt.param_groups:
-            group["lr"] = optim.lr * factor
+            group["lr"] = (optim.muon_lr if group.get("muon") else optim.lr) * factor
         self.model.train()
         total = 0.0
         for micro, batch in enumerate(micro_batches):
