@@ -41,6 +41,11 @@ def test_gpt_resume_continues_exactly(stages, tmp_path):
     b = load_checkpoint(latest_checkpoint(split / "checkpoints"))["task"]["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # optimizer state of another kind is refused by name, not by torch's group-count message
+    from clipgen.config import ConfigError
+
+    with pytest.raises(ConfigError, match="muon optimizer state; this config says optim.optimizer=adamw"):
+        clipgen_main(["train-gpt", "--resume", str(split), "--set", "run.max_steps=6", "--set", "optim.optimizer=adamw"])
 
 
 def test_token_data_that_does_not_fit_the_model_is_a_clear_error(stages, tmp_path):

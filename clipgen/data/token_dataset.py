@@ -26,7 +26,11 @@ from clipgen.data.tokens import iter_token_shard
 log = logging.getLogger("clipgen.data")
 
 _RECENT_LOADS: OrderedDict[tuple, "TokenData"] = OrderedDict()
-_RECENT_LOADS_KEPT = 4  # the demo reads two splits; a few more costs little
+_RECENT_LOADS_KEPT = 2  # the demo's two splits; more would pin more corpora in memory
+
+
+def _file_identity(stat: os.stat_result) -> tuple:
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 @dataclass
@@ -39,8 +43,9 @@ class TokenData:
     @classmethod
     def load(cls, spec: str) -> "TokenData":
         paths = expand_shards(spec)
-        # a shard rewritten in place (extraction writes atomically: a new inode and mtime) misses
-        identity = tuple((os.path.realpath(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths)
+        # extraction writes a shard atomically, so a rewritten one has a new inode (its size may
+        # well be the same: fixed-shape arrays in a tar without timestamps)
+        identity = tuple((os.path.realpath(p), *_file_identity(os.stat(p))) for p in paths)
         if identity in _RECENT_LOADS:
             _RECENT_LOADS.move_to_end(identity)
             return _RECENT_LOADS[identity]

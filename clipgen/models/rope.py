@@ -39,6 +39,8 @@ class Rope2D(nn.Module):
     def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Rotate [B, heads, T, head_dim] queries or keys that sit at positions start .. start+T-1."""
         t = x.shape[2]
-        cos, sin = self.cos[start : start + t].to(x.dtype), self.sin[start : start + t].to(x.dtype)
-        first, second = x.chunk(2, dim=-1)
-        return x * cos + torch.cat([-second, first], dim=-1) * sin
+        cos, sin = self.cos[start : start + t], self.sin[start : start + t]
+        # in float32 even under bf16 autocast, so that equal offsets still give equal scores
+        y = x.float()
+        first, second = y.chunk(2, dim=-1)
+        return (y * cos + torch.cat([-second, first], dim=-1) * sin).to(x.dtype)

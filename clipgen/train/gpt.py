@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from clipgen.config import ConfigError, save_config
 from clipgen.data.loader import derive_seed
@@ -69,9 +69,10 @@ class GPTOptimConfig:
     schedule: Literal["constant", "cosine"] = "cosine"
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
-    # muon: the blocks' matrices take Muon steps at muon_lr (train/muon.py), the rest AdamW at lr
+    # muon: the blocks' matrices take Muon steps at muon_lr (train/muon.py), the rest AdamW at lr;
+    # weight_decay applies to the AdamW groups only (Muon's matrices take none, as in the recipe)
     optimizer: Literal["adamw", "muon"] = "adamw"
-    muon_lr: float = 0.02
+    muon_lr: float = 0.01  # 0.02 and 0.05 were worse on shapes-zh (BENCHMARKS.md)
     muon_momentum: float = 0.95
 
 
@@ -100,7 +101,11 @@ def make_optimizer(model: nn.Module, optim: GPTOptimConfig, fused: bool = False)
     if optim.optimizer == "adamw":
         groups = adamw_param_groups(model, optim.weight_decay)
         return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), fused=fused)
+    if optim.optimizer != "muon":
+        raise ValueError(f"unknown optimizer {optim.optimizer!r}: adamw or muon")
     hidden = [p for name, p in model.named_parameters() if is_hidden_matrix(name, p)]
+    if not hidden:  # e.g. a DDP- or compile-wrapped model, whose names do not start with blocks.
+        raise ValueError("optim.optimizer=muon found no transformer-block matrices: pass the unwrapped model")
     rest = adamw_param_groups(model, optim.weight_decay, skip={id(p) for p in hidden})
     groups = [{"params": hidden, "lr": optim.muon_lr, "muon": True}] + [{**group, "lr": optim.lr} for group in rest]
     return MuonWithAdamW(groups, betas=optim.betas, momentum=optim.muon_momentum)
@@ -239,7 +244,10 @@ class GPTTask:
         self.opt.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model, step)
-        return {"loss": total, "lr": optim.lr * factor}
+        logged = {"loss": total, "lr": optim.lr * factor}
+        if optim.optimizer == "muon":
+            logged["muon_lr"] = optim.muon_lr * factor
+        return logged
 
     def eval_model(self) -> ConditionTransformer:
         return self.ema.model if self.ema is not None else self.model
@@ -301,6 +309,10 @@ class GPTTask:
         saved = state.get("reads", {"source": "image", "caption_vocab_sha256": hashlib.sha256(b"").hexdigest()})
         if saved != self._reads():
             raise ConfigError(f"the checkpoint's model was trained reading {saved}, this config reads {self._reads()}")
+        saved_optimizer = "muon" if any(group.get("muon") for group in state["opt"]["param_groups"]) else "adamw"
+        if saved_optimizer != self.cfg.optim.optimizer:
+            raise ConfigError(f"the checkpoint holds {saved_optimizer} optimizer state; this config says "
+                              f"optim.optimizer={self.cfg.optim.optimizer}")  # fmt: skip
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         if self.ema is not None:

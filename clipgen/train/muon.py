@@ -36,8 +36,8 @@ def orthogonalize(matrices: torch.Tensor, steps: int = 5) -> torch.Tensor:
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
-    """Groups with `muon=True` take Muon steps (lr, momentum, weight_decay); the rest take AdamW
-    steps (lr, betas, eps, weight_decay)."""
+    """Groups with `muon=True` take Muon steps (lr, momentum, and weight_decay if the group sets
+    one: make_optimizer does not); the rest take AdamW steps (lr, betas, eps, weight_decay)."""
 
     def __init__(self, groups: list[dict], betas=(0.9, 0.95), eps: float = 1e-8, momentum: float = 0.95):
         for group in groups:
@@ -46,6 +46,10 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if group["weight_decay"]:
@@ -56,12 +60,16 @@ class MuonWithAdamW(torch.optim.Optimizer):
             else:
                 for param in params:
                     self._adamw_update(param, group)
+        return loss
 
     def _muon_step(self, params: list[torch.Tensor], group: dict) -> None:
         momentum = group["momentum"]
         by_shape: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for param in params:
-            buf = self.state[param].setdefault("momentum_buffer", torch.zeros_like(param))
+            state = self.state[param]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(param)
+            buf = state["momentum_buffer"]
             buf.mul_(momentum).add_(param.grad)
             by_shape.setdefault(tuple(param.shape), []).append((param, param.grad.add(buf, alpha=momentum)))  # Nesterov
         for (rows, cols), pairs in by_shape.items():
