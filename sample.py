@@ -5,10 +5,13 @@
                      [--out DIR] [--guidance-scale G] [--top-k K] [--top-p P] [--temperature T] [--no-kv-cache]
 
 Writes DIR/{i:04d}_{k}.png (i: the prompt's 0-based line, k: the sample) and DIR/grid.png.
+Every sampling setting not given is the run's own (RUN_DIR/sampling.yaml: the settings its
+evaluation used), and the settings used are printed.
 """
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -21,13 +24,14 @@ def main(argv=None) -> int:
     parser.add_argument("--num-images", type=int, default=4)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--out", default="samples")
-    parser.add_argument("--guidance-scale", type=float, default=2.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    run_default = " (default: the run's own, from its sampling.yaml)"
+    parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance, 1: off" + run_default)
+    parser.add_argument("--top-k", type=int, default=None, help="0 keeps every token" + run_default)
+    parser.add_argument("--top-p", type=float, default=None, help="1 keeps every token" + run_default)
+    parser.add_argument("--temperature", type=float, default=None, help="0 is greedy" + run_default)
     parser.add_argument("--no-kv-cache", action="store_true", help="re-run the whole sequence every step (slow)")
     parser.add_argument("--candidates", type=int, default=None, metavar="N",
-                        help="draw N images per prompt and keep the --num-images that CLIP ranks best")
+                        help="draw N images per prompt and keep the --num-images that CLIP ranks best; 0: none" + run_default)
     parser.add_argument("--rerank-clip", default=None, metavar="KIND:PATH",
                         help="the CLIP that ranks candidates, KIND:PATH[;KEY=VALUE...] (default: the one the run was conditioned on)")
     parser.add_argument("--device", default="auto")
@@ -50,9 +54,10 @@ def main(argv=None) -> int:
             from clipgen.encoders import load_clip_spec
 
             pipe.reranker = load_clip_spec(args.rerank_clip, device=pipe.device)
-        images = pipe(prompts, num_images=args.num_images, seed=args.seed, guidance_scale=args.guidance_scale,
-                      top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, kv_cache=not args.no_kv_cache,
-                      candidates=args.candidates)
+        request = pipe.request(prompts, num_images=args.num_images, seed=args.seed, guidance_scale=args.guidance_scale,
+                               top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, candidates=args.candidates)
+        print(f"seed {request.seed}; " + ", ".join(f"{k} {v}" for k, v in asdict(request.settings).items()))
+        images = pipe.run_requests([request], kv_cache=not args.no_kv_cache)[0]
     except (ValueError, FileNotFoundError) as err:
         print(f"sample.py: error: {err}", file=sys.stderr)
         return 2

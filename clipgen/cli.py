@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lpips-weights": ("lpips_weights", "build the LPIPS weights file from VGG16 and lpips' heads"),
     "compare": ("compare", "sample several runs with the same prompts and seeds, and compare their metrics"),
     "demo": ("demo", "run the pipeline on shapes-zh, end to end"),
+    "serve": ("serve", "a web page and JSON API to draw images from one run or several side by side"),
 }
 
 

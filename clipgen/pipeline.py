@@ -1,13 +1,19 @@
 """Prompts in, images out: `ClipGenPipeline.from_pretrained(run_dir)(prompts)`.
 
 A condition-transformer run directory names everything sampling needs: `model/` (the
-transformer), `gap.json` (the bridge applied to text embeddings) and `condition.yaml` (the VQGAN
-that decodes the tokens and the CLIP whose text tower reads the prompts). A text-token baseline
-run reads prompts with its own `caption-vocab.txt` instead; its CLIP, if named, only re-ranks.
+transformer), `gap.json` (the bridge applied to text embeddings), `condition.yaml` (the VQGAN
+that decodes the tokens and the CLIP whose text tower reads the prompts) and `sampling.yaml` (the
+settings it is best sampled with, which every call starts from). A text-token baseline run reads
+prompts with its own `caption-vocab.txt` instead; its CLIP, if named, only re-ranks.
+
+Several requests (each: prompts, a seed, settings) can share one sampler call
+(`pipe.run_requests`, what `clipgen serve` batches with); every image draws from its own random
+stream (clipgen/sampling.py), so it comes out the same alone or in company.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +22,7 @@ from PIL import Image
 
 from clipgen.config import load_config
 from clipgen.images import to_pil
+from clipgen.sampling import SamplingSettings, check_seed, fresh_seed, read_run_sampling, row_uniforms
 
 
 def prompt_condition(prompts: Sequence[str], clip, bridge, caption_tokenizer=None) -> torch.Tensor:
@@ -26,13 +33,35 @@ def prompt_condition(prompts: Sequence[str], clip, bridge, caption_tokenizer=Non
     return bridge.for_inference(clip.encode_text(prompts))
 
 
+@dataclass(frozen=True)
+class PromptRequest:
+    """Prompts to draw `num_images` each for, with one seed and one set of settings. Image k of
+    prompt i (or candidate k, with re-ranking) draws from the stream of row i · per_prompt + k."""
+
+    prompts: tuple[str, ...]
+    num_images: int
+    seed: int
+    settings: SamplingSettings
+
+    @property
+    def per_prompt(self) -> int:
+        """Images drawn per prompt: the candidates when re-ranking, else num_images."""
+        return max(self.settings.candidates, self.num_images) if self.settings.candidates else self.num_images
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts) * self.per_prompt
+
+
 class ClipGenPipeline:
-    def __init__(self, gpt, vqgan, clip, bridge, device: torch.device, reranker=None, caption_tokenizer=None):
+    def __init__(self, gpt, vqgan, clip, bridge, device: torch.device, reranker=None, caption_tokenizer=None,
+                 sampling: SamplingSettings | None = None):  # fmt: skip
         self.gpt, self.vqgan, self.clip, self.bridge, self.device = gpt, vqgan, clip, bridge, device
         # the CLIP that ranks candidates: the conditioning CLIP unless another is given (a CLIP the
         # generator was not conditioned on is a less biased judge of its own samples)
         self.reranker = reranker or clip
         self.caption_tokenizer = caption_tokenizer  # set for text-token runs, which read no CLIP
+        self.sampling = sampling or SamplingSettings()  # what a call uses for each setting it leaves out
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto") -> "ClipGenPipeline":
@@ -71,43 +100,60 @@ class ClipGenPipeline:
             GapBridge.load(run_dir),
             torch_device,
             caption_tokenizer=tokenizer,
+            sampling=read_run_sampling(run_dir),
         )
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         return prompt_condition(prompts, self.clip, self.bridge, self.caption_tokenizer)
 
-    @torch.no_grad()
-    def __call__(
+    def request(
         self,
         prompts: Sequence[str] | str,
         num_images: int = 1,
         seed: int | None = None,
-        guidance_scale: float = 2.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        temperature: float = 1.0,
-        kv_cache: bool = True,
+        guidance_scale: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float | None = None,
         candidates: int | None = None,
-    ) -> list[list[Image.Image]]:
-        """One list of `num_images` PIL images per prompt. With `candidates` = N, N images are
-        drawn per prompt and the reranker CLIP keeps the `num_images` that match the prompt best,
-        best first."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    ) -> PromptRequest:
+        """A checked request; every setting left None is the run's own (`self.sampling`)."""
+        prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
         if not prompts:
             raise ValueError("no prompts given")
-        if num_images < 1:
-            raise ValueError(f"num_images must be at least 1, got {num_images}")
-        if candidates is not None and candidates < num_images:
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be an integer ≥ 1, got {num_images!r}")
+        if candidates and candidates < num_images:
             raise ValueError(f"candidates ({candidates}) must be at least num_images ({num_images})")
-        per_prompt = candidates or num_images
-        if candidates and self.reranker is None:
-            raise ValueError("re-ranking needs a CLIP: this run names none (pass reranker=...)")
-        images = self.generate(
-            self.encode_prompts(prompts).repeat_interleave(per_prompt, dim=0), seed=seed,
-            guidance_scale=guidance_scale, top_k=top_k, top_p=top_p, temperature=temperature, kv_cache=kv_cache,
-        )  # fmt: skip
-        groups = [images[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
-        return self.rerank(prompts, groups, num_images) if candidates else groups
+        settings = self.sampling.replace(guidance_scale=guidance_scale, top_k=top_k, top_p=top_p,
+                                         temperature=temperature, candidates=candidates)  # fmt: skip
+        if settings.candidates and self.reranker is None:
+            raise ValueError("re-ranking needs a CLIP: this run names none (pass reranker=..., or candidates=0)")
+        return PromptRequest(prompts, num_images, fresh_seed() if seed is None else check_seed(seed), settings)
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str] | str, num_images: int = 1, seed: int | None = None,
+                 kv_cache: bool = True, **settings) -> list[list[Image.Image]]:  # fmt: skip
+        """One list of `num_images` PIL images per prompt. Settings (guidance_scale, top_k, top_p,
+        temperature, candidates) not given are the run's own. With `candidates` = N, N images are
+        drawn per prompt and the reranker CLIP keeps the `num_images` that match the prompt best,
+        best first."""
+        return self.run_requests([self.request(prompts, num_images, seed, **settings)], kv_cache)[0]
+
+    @torch.no_grad()
+    def run_requests(self, requests: Sequence[PromptRequest], kv_cache: bool = True) -> list[list[list[Image.Image]]]:
+        """Each request's images (one list per prompt), all drawn in one sampler call. Each request's
+        prompts are encoded on their own, so what shares the batch cannot change what it reads."""
+        conds = [self.encode_prompts(r.prompts).repeat_interleave(r.per_prompt, dim=0) for r in requests]
+        drawn = self.draw(conds, [r.seed for r in requests], [r.settings for r in requests], kv_cache)
+        results = []
+        for request, images in zip(requests, drawn, strict=True):
+            n = request.per_prompt
+            groups = [images[i * n : (i + 1) * n] for i in range(len(request.prompts))]
+            if request.settings.candidates:
+                groups = self.rerank(request.prompts, groups, request.num_images)
+            results.append(groups)
+        return results
 
     @torch.no_grad()
     def rerank(self, prompts: Sequence[str], groups: Sequence[Sequence[Image.Image]], keep: int) -> list[list[Image.Image]]:
@@ -121,12 +167,24 @@ class ClipGenPipeline:
         return kept
 
     @torch.no_grad()
-    def generate(self, cond: torch.Tensor, seed: int | None = None, **sampling) -> list[Image.Image]:
+    def generate(self, cond: torch.Tensor, seed: int | None = None, kv_cache: bool = True, **settings) -> list[Image.Image]:
         """One image per row of `cond`, a condition the transformer reads directly (already through
         the bridge). Prompts go through `__call__`; this also takes image embeddings, to measure
         what the modality gap costs."""
-        generator = torch.Generator(self.device)
-        generator.manual_seed(seed) if seed is not None else generator.seed()
-        tokens = self.gpt.sample(cond.to(self.device), generator=generator, **sampling)
+        seed = fresh_seed() if seed is None else seed
+        return self.draw([cond], [seed], [self.sampling.replace(**settings)], kv_cache)[0]
+
+    @torch.no_grad()
+    def draw(self, conds: Sequence[torch.Tensor], seeds: Sequence[int], settings: Sequence[SamplingSettings],
+             kv_cache: bool = True) -> list[list[Image.Image]]:  # fmt: skip
+        """Images for several groups of conditions in one sampler call: group g's rows take its
+        seed's streams (row r: (seeds[g], r)) and its settings; each group is decoded on its own."""
+        sizes = [len(c) for c in conds]
+        per_row = {
+            name: torch.cat([torch.full((n,), getattr(s, name)) for n, s in zip(sizes, settings, strict=True)])
+            for name in ("guidance_scale", "top_k", "top_p", "temperature")
+        }
+        uniforms = torch.cat([row_uniforms(seed, n, self.gpt.config.block_size) for n, seed in zip(sizes, seeds, strict=True)])
+        tokens = self.gpt.sample(torch.cat(list(conds)).to(self.device), uniforms=uniforms, kv_cache=kv_cache, **per_row)
         grid = self.vqgan.config.token_grid
-        return to_pil(self.vqgan.decode_indices(tokens.view(-1, grid, grid)))
+        return [to_pil(self.vqgan.decode_indices(group.view(-1, grid, grid))) for group in tokens.split(sizes)]

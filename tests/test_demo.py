@@ -8,6 +8,8 @@ import pytest
 from clipgen.cli import main as clipgen_main
 from clipgen.demo.run import split_overrides
 from clipgen.pipeline import ClipGenPipeline
+from clipgen.sampling import SamplingSettings, read_run_sampling
+from clipgen.serve.runs import find_runs
 
 TINY = [
     "clip.run.max_steps=3", "clip.run.batch_size=8", "clip.run.eval_every=0", "clip.run.ckpt_every=0", "clip.eval.max_images=16",
@@ -58,6 +60,11 @@ def test_demo_runs_every_stage_and_writes_its_report(tmp_path):
     assert (out / "language-free" / "gap-bank.safetensors").is_file()
     images = ClipGenPipeline.from_pretrained(out / "language-free")(["左上有一个大的红色圆形"], num_images=2, seed=0)
     assert len(images[0]) == 2 and images[0][0].size == (32, 32)
+
+    # each generator keeps the settings it was judged with, and `clipgen serve DIR/*/` finds exactly them
+    judged = SamplingSettings(guidance_scale=1.5, top_k=1)
+    assert all(read_run_sampling(out / run) == judged for run in results["accuracy"])
+    assert list(find_runs(sorted(out.glob("*/")))) == sorted(results["accuracy"])
 
     # a second call finds every stage finished and trains nothing again
     logged = {run: (out / run / "metrics.jsonl").read_text() for run in ("toy-clip", "vqgan", "bridge-c3", "text-token")}

@@ -4,7 +4,6 @@ embeddings (no gap) and on VQGAN reconstructions (the tokenizer's ceiling)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,17 +11,7 @@ import torch
 from clipgen.data.shapes import full_prompts
 from clipgen.eval.shapes_eval import judge_image_conditioned
 from clipgen.eval.shapes_judge import AttributeScore, read_image
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    guidance_scale: float = 1.5
-    top_k: int = 1
-    top_p: float = 1.0
-    temperature: float = 1.0
-
-    def as_kwargs(self) -> dict:
-        return dict(guidance_scale=self.guidance_scale, top_k=self.top_k, top_p=self.top_p, temperature=self.temperature)
+from clipgen.sampling import SamplingSettings
 
 
 def heldout_images(heldout_shards: Path, limit: int) -> tuple[list, list[dict]]:
@@ -50,12 +39,12 @@ def compare_runs(run_dirs: list[Path], data: Path, out: Path, n_prompts: int, se
     prompts = data / "eval-prompts.txt"
     prompts.write_text("\n".join(text for text, _ in full_prompts(n_prompts, seed=seed)) + "\n", encoding="utf-8")
     job = CompareJob(runs=run_dirs, prompts_file=prompts, out=out, real=str(data / "heldout"), seed=seed, batch_size=96,
-                     max_grids=16, sampling=sampling.as_kwargs())  # fmt: skip
+                     max_grids=16, sampling=sampling.sampler_kwargs())  # fmt: skip
     return run_compare(job, init_distributed("auto"))
 
 
 def score_from_images(pipe, images, labels, seed: int, sampling: SamplingSettings) -> AttributeScore:
-    return judge_image_conditioned(pipe, images, labels, seed=seed, **sampling.as_kwargs())
+    return judge_image_conditioned(pipe, images, labels, seed=seed, **sampling.sampler_kwargs())
 
 
 @torch.no_grad()
@@ -80,7 +69,7 @@ def prompt_grid(pipe, prompts: list[str], per_prompt: int, seed: int, sampling: 
 
     from clipgen.engine.atomic import atomic_write
 
-    rows = pipe(prompts, num_images=per_prompt, seed=seed, **sampling.as_kwargs())
+    rows = pipe(prompts, num_images=per_prompt, seed=seed, **sampling.sampler_kwargs())
     side = rows[0][0].size[0] * 2
     sheet = Image.new("RGB", (per_prompt * (side + 2), len(rows) * (side + 2)), (255, 255, 255))
     for r, images in enumerate(rows):

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clipgen.demo import stages
+from clipgen.sampling import SamplingSettings, write_run_sampling
 from clipgen.demo.evaluate import (
-    SamplingSettings,
     compare_runs,
     heldout_images,
     prompt_grid,
@@ -47,8 +47,9 @@ class DemoOptions:
     retrieval_k: int = 4  # the language-free model's bridge: the mean of this many nearest training images
     eval_prompts: int = 576  # each of the 576 attribute combinations once
     eval_images: int = 576  # held-out images for the no-gap reference and the reconstructions
-    sampling: SamplingSettings = field(default_factory=SamplingSettings)  # judged samples: greedy
-    grid_sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(top_k=4))  # variety
+    # judged samples: greedy; every generator's run dir keeps these as its own (sampling.yaml)
+    sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(guidance_scale=1.5, top_k=1))
+    grid_sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(guidance_scale=1.5, top_k=4))  # variety
     # The bridges trained, with their settings. Noise scales are for the toy CLIP's 64-d space:
     # LAFITE's xi is relative to the embedding's norm; C3's is per dimension. DIR/language-free
     # (the retrieval bridge) is made from the no-bridge run, which it trains exactly as.
@@ -147,6 +148,8 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
         from clipgen.pipeline import ClipGenPipeline
 
         comparison = compare_runs(list(compared.values()), data, out / "compare", options.eval_prompts, seed, options.sampling)
+        for run_dir in compared.values():  # what they were judged with is what they are best sampled with
+            write_run_sampling(run_dir, options.sampling)
         accuracy = {name: {a: comparison["metrics"][name][a] for a in TARGETS} for name in compared}
         main = ClipGenPipeline.from_pretrained(compared["language-free"])
         images, labels = heldout_images(data / "heldout", options.eval_images)
@@ -158,7 +161,7 @@ def run_demo(out: Path, options: DemoOptions, overrides: list[str], config_dir: 
     language_free, caption_trained = accuracy["language-free"], accuracy["caption-trained"]
     results = {
         "stage_seconds": times, "targets": TARGETS, "baseline_margin": BASELINE_MARGIN, "eval_prompts": options.eval_prompts,
-        "sampling": ", ".join(f"{k} {v}" for k, v in options.sampling.as_kwargs().items()),
+        "sampling": ", ".join(f"{k} {v}" for k, v in options.sampling.sampler_kwargs().items()),
         "language_free": {"bridge": f"retrieval (k {options.retrieval_k})", "dir": "language-free"},
         "accuracy": accuracy, "comparison": comparison, "image_conditioned": image_conditioned,
         "reconstructions": reconstructions, "gap": gap, "toy_clip": clip, "vqgan": vqgan, "gpt": gpt_results,

@@ -221,34 +221,43 @@ class ConditionTransformer(nn.Module):
         cond: torch.Tensor,
         *,
         num_tokens: int | None = None,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        guidance_scale: float = 1.0,
+        temperature: float | torch.Tensor = 1.0,
+        top_k: int | torch.Tensor = 0,
+        top_p: float | torch.Tensor = 1.0,
+        guidance_scale: float | torch.Tensor = 1.0,
+        uniforms: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         kv_cache: bool = True,
     ) -> torch.Tensor:
         """Token ids [B, num_tokens] for the condition embeddings [B, cond_dim].
 
-        With guidance_scale ≠ 1 the batch runs twice, conditioned and with the null prefix, and
-        logits = uncond + scale · (cond − uncond) (classifier-free guidance)."""
+        Each setting is one value for the batch or a [B] tensor, one per row, so requests with
+        different settings share one call. With guidance_scale ≠ 1 the batch runs twice,
+        conditioned and with the null prefix, and logits = uncond + scale · (cond − uncond)
+        (classifier-free guidance). Row b's token at step i is drawn by inverse CDF from
+        `uniforms[b, i]` ([B, num_tokens] in [0, 1)), or from uniforms drawn with `generator`."""
         cfg = self.config
         num_tokens = num_tokens or cfg.block_size
         batch = cond.shape[0]
-        guided = guidance_scale != 1.0
-        prefix, bias, layer_bias = self._sampling_conditions(cond, guided)
+        if uniforms is None:
+            device = generator.device if generator is not None else cond.device
+            uniforms = torch.rand(batch, num_tokens, generator=generator, device=device, dtype=torch.float64)
+        if uniforms.shape != (batch, num_tokens):
+            raise ValueError(f"uniforms must be [{batch}, {num_tokens}], got {list(uniforms.shape)}")
+        picker = RowPicker(batch, cond.device, temperature, top_k, top_p, guidance_scale, uniforms)
+        prefix, bias, layer_bias = self._sampling_conditions(cond, picker.guided)
         rows = prefix.shape[0]
         tokens = torch.empty(batch, 0, dtype=torch.long, device=cond.device)
         cache = KVCache(cfg, rows, cond.device, prefix.dtype) if kv_cache else None
         logits = self._run(prefix, 0, cache, layer_bias)[:, -1] if kv_cache else None
         for i in range(num_tokens):
             if not kv_cache:  # re-run the prefix and every token so far, as the naive samplers do
-                seq = tokens.repeat(2, 1) if guided else tokens
+                seq = tokens.repeat(2, 1) if picker.guided else tokens
                 logits = self._run(torch.cat([prefix, self.embed_tokens(seq, bias)], dim=1), 0, None, layer_bias)[:, -1]
-            next_token = self._pick(logits.float(), batch, guided, guidance_scale, temperature, top_k, top_p, generator)
+            next_token = picker.pick(logits.float(), i)
             tokens = torch.cat([tokens, next_token], dim=1)
             if kv_cache and i + 1 < num_tokens:
-                step_in = next_token.repeat(2, 1) if guided else next_token
+                step_in = next_token.repeat(2, 1) if picker.guided else next_token
                 logits = self._run(self.embed_tokens(step_in, bias), cfg.n_prefix + i, cache, layer_bias)[:, -1]
         return tokens
 
@@ -261,27 +270,78 @@ class ConditionTransformer(nn.Module):
             parts.append((self.prefix(None, nulls), self.condition_bias(None, nulls), self.layer_bias(None, nulls)))
         return tuple(None if part[0] is None else torch.cat(part) for part in zip(*parts))
 
-    @staticmethod
-    def _pick(logits, batch, guided, scale, temperature, top_k, top_p, generator) -> torch.Tensor:
-        if guided:
-            cond_logits, uncond_logits = logits[:batch], logits[batch:]
-            logits = uncond_logits + scale * (cond_logits - uncond_logits)
-        if temperature <= 0:
-            return logits.argmax(dim=-1, keepdim=True)
-        logits = filter_logits(logits / temperature, top_k, top_p)
-        return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+
+def _column(value: float | int | torch.Tensor, rows: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """One setting as a [rows, 1] column: a single value repeated, or one value per row."""
+    column = torch.as_tensor(value, dtype=dtype).reshape(-1, 1).to(device)
+    if column.shape[0] not in (1, rows):
+        raise ValueError(f"a per-row sampling setting needs {rows} values, got {column.shape[0]}")
+    return column.expand(rows, 1)
 
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Keep the top_k largest logits and the smallest set whose probability reaches top_p."""
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
+class RowPicker:
+    """Picks each row's next token with that row's own settings and uniforms. What is the same
+    for every step (which filters any row needs, the largest top-k) is settled once here, so a
+    step costs no host-device synchronisation."""
+
+    def __init__(self, rows: int, device, temperature, top_k, top_p, guidance_scale, uniforms: torch.Tensor):
+        self.rows = rows
+        self.scale = _column(guidance_scale, rows, torch.float32, device)
+        self.temperature = _column(temperature, rows, torch.float32, device)
+        self.top_k = _column(top_k, rows, torch.long, device)
+        self.top_p = _column(top_p, rows, torch.float32, device)
+        self.uniforms = uniforms.to(device=device, dtype=torch.float64)
+        self.guided = bool((self.scale != 1).any())
+        self.greedy = self.temperature <= 0
+        self.all_greedy = bool(self.greedy.all())
+        self.max_k = int(self.top_k.max())
+        self.any_top_p = bool((self.top_p < 1).any())
+
+    def pick(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        """[rows or 2·rows, vocab] float logits -> [rows, 1] token ids."""
+        if self.guided:
+            cond, uncond = logits[: self.rows], logits[self.rows :]
+            # rows at scale 1 take their conditioned logits as they are, not through the formula
+            logits = torch.where(self.scale == 1, cond, uncond + self.scale * (cond - uncond))
+        best = logits.argmax(dim=-1, keepdim=True)
+        if self.all_greedy:
+            return best
+        scaled = logits / torch.where(self.greedy, 1.0, self.temperature)
+        filtered = filter_logits(scaled, self.top_k, self.top_p if self.any_top_p else 1.0, max_k=self.max_k)
+        drawn = draw_inverse_cdf(F.softmax(filtered, dim=-1), self.uniforms[:, step])
+        return torch.where(self.greedy, best, drawn)
+
+
+def draw_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """[B, V] probabilities, [B] uniforms in [0, 1) -> [B, 1]: row b's token is the first whose
+    cumulative probability exceeds uniforms[b]. One number per row and step, from the row's own
+    stream, is what keeps a row's draw independent of the batch (torch.multinomial takes one
+    generator for the whole batch)."""
+    cdf = probs.double().cumsum(dim=-1)
+    picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(1), right=True).clamp(max=probs.shape[-1] - 1)
+    # rounding in the last place can land past the last token that has any probability
+    return torch.where(probs.gather(-1, picked) > 0, picked, probs.argmax(dim=-1, keepdim=True))
+
+
+def filter_logits(
+    logits: torch.Tensor, top_k: int | torch.Tensor = 0, top_p: float | torch.Tensor = 1.0, max_k: int | None = None
+) -> torch.Tensor:
+    """Keep the top_k largest logits and the smallest set whose probability reaches top_p; each is
+    one value or a [B, 1] column (top_k 0 or top_p 1 leave that row unfiltered). `max_k`, the
+    largest top_k, saves reading it back from the device at every step."""
+    rows, vocab = logits.shape
+    k = _column(top_k, rows, torch.long, logits.device).clamp(max=vocab)
+    max_k = min(int(k.max()) if max_k is None else max_k, vocab)
+    if max_k > 0:
+        largest = torch.topk(logits, max_k, dim=-1).values
+        kth = largest.gather(-1, (k - 1).clamp(min=0))
+        logits = logits.masked_fill((k > 0) & (logits < kth), float("-inf"))
+    if isinstance(top_p, torch.Tensor) or top_p < 1.0:
+        p = _column(top_p, rows, logits.dtype, logits.device)
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = F.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        sorted_probs = F.softmax(sorted_logits, dim=-1)
         # drop a token when the ones before it already reach top_p (the first always stays)
-        remove_sorted = cumulative - F.softmax(sorted_logits, dim=-1) >= top_p
+        remove_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs >= p) & (p < 1.0)
         remove = remove_sorted.scatter(-1, order, remove_sorted)
         logits = logits.masked_fill(remove, float("-inf"))
     return logits

@@ -319,14 +319,18 @@ class GPTTask:
             self.ema.load_state_dict(state["ema"])
 
     def export(self, run_dir: Path) -> None:
-        """model/ (weights + config.json), gap.json, condition.yaml naming the VQGAN and CLIP, and
-        for the text-token baseline its own copy of the caption vocab file."""
+        """model/ (weights + config.json), gap.json, condition.yaml naming the VQGAN and CLIP,
+        sampling.yaml (the settings of the run's sample grids, until an evaluation finds better),
+        and for the text-token baseline its own copy of the caption vocab file."""
         from clipgen.engine.atomic import atomic_write
         from clipgen.models.gpt import save_gpt
+        from clipgen.sampling import SamplingSettings, write_run_sampling
 
         save_gpt(self.eval_model(), run_dir / "model")
         self.bridge.save(run_dir)
         save_config(self.cfg.condition, run_dir / "condition.yaml")
+        sample = self.cfg.sample
+        write_run_sampling(run_dir, SamplingSettings(guidance_scale=sample.guidance_scale, top_k=sample.top_k, temperature=sample.temperature))
         if self.caption_tokenizer is not None:
             with atomic_write(run_dir / CAPTION_VOCAB_NAME) as tmp:
                 tmp.write_bytes(self.caption_vocab)

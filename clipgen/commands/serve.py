@@ -1,0 +1,58 @@
+"""`clipgen serve`: a page to try prompts on one run or several side by side, and a JSON API.
+
+    clipgen serve RUN [RUN ...] [--host 127.0.0.1] [--port 7860] [--max-batch N] [--device auto]
+
+`clipgen serve runs/demo/*/` after `clipgen demo` serves every generator the demo trained (the
+directories that are not runs are skipped). Needs the serve extra: pip install -e ".[serve]".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="condition-transformer run directories")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--max-batch", type=int, default=16, help="most images drawn in one sampler call (default 16)")
+    parser.add_argument("--max-queue", type=int, default=0, help="most images waiting before requests get 503 (default 8 batches)")
+    parser.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill (default 10 ms)")
+    parser.add_argument("--device", default="auto")
+
+
+def run(args: argparse.Namespace) -> int:
+    def fail(message: str) -> int:
+        print(f"clipgen serve: error: {message}", file=sys.stderr)
+        return 2
+
+    if not 0 <= args.port <= 65535:
+        return fail(f"--port must be in 0..65535, got {args.port}")
+    if args.max_batch < 1 or args.max_queue < 0 or args.batch_wait_ms < 0:
+        return fail("--max-batch must be ≥ 1, --max-queue and --batch-wait-ms ≥ 0")
+    if args.max_queue and args.max_queue < args.max_batch:
+        return fail(f"--max-queue ({args.max_queue}) must hold at least one batch (--max-batch {args.max_batch})")
+    try:
+        import uvicorn
+        import starlette  # noqa: F401
+    except ImportError:
+        return fail('the server needs the serve extra: pip install -e ".[serve]"')
+    from clipgen.engine.logging import setup_console_logging
+    from clipgen.serve.app import create_app
+    from clipgen.serve.runs import find_runs, load_pipelines
+
+    setup_console_logging(True)
+    try:
+        pipelines = load_pipelines(find_runs(args.runs), device=args.device)
+    except (ValueError, FileNotFoundError) as err:
+        return fail(str(err))
+    app = create_app(pipelines, max_batch=args.max_batch, max_queue_rows=args.max_queue or None, wait_s=args.batch_wait_ms / 1000)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    reach = ("this machine only; --host 0.0.0.0 serves other machines too" if args.host in ("127.0.0.1", "localhost", "::1")
+             else "reachable from other machines: anyone who can reach it can draw images")  # fmt: skip
+    print(f"clipgen serve: {len(pipelines)} run(s): {', '.join(pipelines)}", file=sys.stderr)
+    print(f"clipgen serve: open http://{host}:{args.port}/ (bound to {args.host}: {reach})", file=sys.stderr, flush=True)
+    server.run()
+    return 0 if server.started else fail(f"could not serve on {args.host}:{args.port} (is the port in use?)")

@@ -1,0 +1,71 @@
+"""A `clipgen serve` process on loopback, and small HTTP helpers, for the server tests and the
+load benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def call(url: str, body: bytes | dict | None = None, method: str | None = None, timeout: float = 120) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of one request; a dict body is sent as JSON."""
+    data = json.dumps(body, ensure_ascii=False).encode("utf-8") if isinstance(body, dict) else body
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, json.loads(reply.read()), dict(reply.headers)
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = {"raw": raw.decode("utf-8", "replace")}
+        return err.code, payload, dict(err.headers)
+
+
+@contextmanager
+def serving(runs: list[Path], *extra: str, log: Path | None = None, timeout: float = 120):
+    """Start `clipgen serve RUNS --port P`, wait until /api/health answers, yield its base URL."""
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen([sys.executable, "-m", "clipgen", "serve", *map(str, runs), "--port", str(port), *extra],
+                               stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"clipgen serve exited with {process.returncode}" + (f"; see {log}" if log else ""))
+            try:
+                if call(url + "/api/health", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("clipgen serve did not become healthy in time")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if log:
+            out.close()
