@@ -46,7 +46,7 @@ class PromptRequest:
     @property
     def per_prompt(self) -> int:
         """Images drawn per prompt: the candidates when re-ranking, else num_images."""
-        return max(self.settings.candidates, self.num_images) if self.settings.candidates else self.num_images
+        return self.settings.candidates or self.num_images
 
     @property
     def rows(self) -> int:
@@ -127,6 +127,8 @@ class ClipGenPipeline:
             raise ValueError(f"candidates ({candidates}) must be at least num_images ({num_images})")
         settings = self.sampling.replace(guidance_scale=guidance_scale, top_k=top_k, top_p=top_p,
                                          temperature=temperature, candidates=candidates)  # fmt: skip
+        if candidates is None and 0 < settings.candidates < num_images:  # the run's own: never fewer than asked for
+            settings = settings.replace(candidates=num_images)
         if settings.candidates and self.reranker is None:
             raise ValueError("re-ranking needs a CLIP: this run names none (pass reranker=..., or candidates=0)")
         return PromptRequest(prompts, num_images, fresh_seed() if seed is None else check_seed(seed), settings)

@@ -23,6 +23,7 @@ from clipgen.config import ConfigError, load_config, to_dict
 
 SAMPLING_NAME = "sampling.yaml"
 MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class SamplingSettings:
                 ("guidance_scale", math.isfinite(self.guidance_scale) and self.guidance_scale >= 0, "a finite number ≥ 0"),
                 ("top_k", self.top_k >= 0, "≥ 0 (0 keeps every token)"),
                 ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-                ("temperature", math.isfinite(self.temperature) and self.temperature >= 0, "a finite number ≥ 0 (0: greedy)"),
+                # below 0.01 the scaled float32 logits overflow; 0 is the greedy pick itself
+                ("temperature", self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
+                 f"0 (greedy) or in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE:g}]"),
                 ("candidates", self.candidates >= 0, "≥ 0 (0: no re-ranking)"),
             )
             if not ok
@@ -91,13 +94,15 @@ def fresh_seed() -> int:
 
 
 def row_uniforms(seed: int, rows: int, num_tokens: int) -> torch.Tensor:
-    """[rows, num_tokens] float64 uniforms in [0, 1): row r from its own generator seeded by
-    (seed, r), drawn on the CPU so a CPU and a GPU run of the same request draw the same numbers."""
-    from clipgen.data.loader import derive_seed
+    """[rows, num_tokens] float64 uniforms in [0, 1): row r from its own generator, seeded with
+    63 bits hashed from (seed, r) (numpy's SeedSequence), drawn on the CPU so a CPU and a GPU run
+    of the same request draw the same numbers."""
+    import numpy as np
 
     check_seed(seed)
-    high, low = divmod(seed, 2**32)  # derive_seed mixes 32-bit words
+    words = list(divmod(seed, 2**32)[::-1])  # SeedSequence mixes 32-bit words: low, high
     out = torch.empty(rows, num_tokens, dtype=torch.float64)
     for row in range(rows):
-        out[row] = torch.rand(num_tokens, dtype=torch.float64, generator=torch.Generator().manual_seed(derive_seed(low, high, row)))
+        stream_seed = int(np.random.SeedSequence([*words, row]).generate_state(1, np.uint64)[0]) >> 1
+        out[row] = torch.rand(num_tokens, dtype=torch.float64, generator=torch.Generator().manual_seed(stream_seed))
     return out

@@ -12,7 +12,7 @@ from clipgen.cli import main as clipgen_main
 from clipgen.sampling import SamplingSettings, write_run_sampling
 from clipgen.serve.batcher import Batcher, QueueFull
 from gpt_helpers import gpt_args, make_stages
-from serve_helpers import call, serving
+from clipgen.serve.client import call, serving
 
 PROMPT = "左上有一个小的蓝色方块"
 
@@ -118,7 +118,12 @@ BAD = [
     ({"prompt": PROMPT, "guidance_scale": 1e9}, 400, "guidance_scale must be in [0, 100]"),
     ({"prompt": PROMPT, "num_images": 4, "candidates": 2}, 400, "candidates (2) must be at least num_images (4)"),
     ({"prompt": PROMPT, "candidates": 9}, 400, "candidates must be between 0 and 8"),
-    ({"prompt": PROMPT, "steps": 3}, 400, "unknown field steps"),
+    ({"prompt": PROMPT, "steps": 3}, 400, 'unknown field "steps"'),
+    ({"prompt": PROMPT, "\ud800": 3}, 400, 'unknown field "\\ud800"'),
+    ({"prompt": PROMPT, "run": "\udfff"}, 400, "unknown run"),
+    ({"prompt": "红\ud800色"}, 400, "lone surrogate"),
+    ({"prompt": PROMPT, "temperature": 1e-40}, 400, "temperature must be 0 (greedy) or in [0.01, 100]"),
+    (b"[" * 60000, 400, "nested too deeply"),
     (b'{"prompt": "x", "guidance_scale": NaN}', 400, "NaN"),
     (b"{not json", 400, "not JSON"),
     (b"[1, 2]", 400, "must be a JSON object"),
@@ -132,6 +137,15 @@ def test_bad_input_is_a_4xx_with_a_message_and_the_server_lives_on(server, body,
     got, reply, _ = call(server + "/api/generate", body)
     assert (got, message in reply.get("error", "")) == (status, True), reply
     assert call(server + "/api/health")[0] == 200
+
+
+def test_only_json_from_loopback_host_names_is_answered(server):
+    # a page on another site can POST text/plain without asking; JSON needs a preflight we never answer
+    status, reply, _ = call(server + "/api/generate", b'{"prompt": "x"}', headers={"Content-Type": "text/plain"})
+    assert status == 415 and "Content-Type: application/json" in reply["error"]
+    # a DNS name rebound to 127.0.0.1 is not this server's name
+    assert call(server + "/api/health", headers={"Host": "evil.example:7860"})[0] == 400
+    assert call(server + "/api/health", headers={"Host": "localhost"})[0] == 200
 
 
 def test_any_unicode_prompt_is_answered(server):
@@ -185,10 +199,50 @@ def test_a_full_queue_refuses_with_a_retry_time_and_the_queued_work_still_finish
         with pytest.raises(QueueFull) as refused:
             batcher.submit([("a", "r3", 1)])
         assert refused.value.retry_after_s >= 1 and "retry in about" in str(refused.value)
+        # what could never be drawn or queued is refused outright, not put off
+        with pytest.raises(ValueError, match="draws at most 2"):
+            batcher.submit([("a", "big", 3)])
+        with pytest.raises(ValueError, match="queues at most 4"):
+            batcher.submit([("a", "x", 2), ("a", "y", 2), ("a", "z", 2)])
         release.set()
         assert [f.result(10)[0] for f in first + queued] == ["a:r0", "a:r1", "a:r2"]
     finally:
         release.set()
+        batcher.close()
+
+
+def test_setup_runs_on_the_inference_thread_and_its_failure_is_raised_at_start():
+    threads = []
+    batcher = Batcher(lambda run, requests: [threading.current_thread().name for _ in requests], ["a"], 1, 1,
+                      setup=lambda: threads.append(threading.current_thread().name))  # fmt: skip
+    try:
+        batcher.wait_ready(10)
+        assert batcher.ready and batcher.submit([("a", "r", 1)])[0].result(10)[0] == threads[0] == "clipgen-sampler"
+    finally:
+        batcher.close()
+
+    def broken():
+        raise FileNotFoundError("run/model: no model.safetensors")
+
+    failing = Batcher(lambda run, requests: [], ["a"], 1, 1, setup=broken)
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        failing.wait_ready(10)
+    assert not failing.ready
+
+
+def test_an_error_outside_the_draw_still_answers_every_request_and_the_thread_lives_on():
+    calls = []
+
+    def short(run, requests):  # returns one result too few: zip(strict=True) raises
+        calls.append(len(requests))
+        return [] if len(calls) == 1 else ["ok"] * len(requests)
+
+    batcher = Batcher(short, ["a"], max_rows=4, max_queue_rows=4, wait_s=0.0)
+    try:
+        with pytest.raises(ValueError):
+            batcher.submit([("a", "first", 1)])[0].result(10)
+        assert batcher.submit([("a", "second", 1)])[0].result(10)[0] == "ok" and batcher.ready
+    finally:
         batcher.close()
 
 

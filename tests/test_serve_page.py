@@ -13,21 +13,14 @@ import pytest
 from clipgen.cli import main as clipgen_main
 from clipgen.sampling import SamplingSettings, write_run_sampling
 from gpt_helpers import gpt_args, make_stages
-from serve_helpers import call, serving
+from clipgen.serve.client import CHROMIUM_ARGS, call, find_chromium, serving
 
-# the flags this machine's closed network needs: no background connections, no first-run work
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
 INSTALL_HINT = "no Chromium found: install the system's (Debian/Ubuntu: apt-get install chromium) or set CLIPGEN_CHROMIUM"
-
-
-def chromium_path() -> str | None:
-    return os.environ.get("CLIPGEN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
 def browser():
-    path = chromium_path()
+    path = find_chromium()
     if path is None:
         if os.environ.get("CLIPGEN_REQUIRE_BROWSER") == "1":
             pytest.fail(INSTALL_HINT)

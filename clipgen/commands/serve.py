@@ -39,20 +39,26 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         return fail('the server needs the serve extra: pip install -e ".[serve]"')
     from clipgen.engine.logging import setup_console_logging
-    from clipgen.serve.app import create_app
-    from clipgen.serve.runs import find_runs, load_pipelines
+    from clipgen.serve.app import LOOPBACK_HOSTS, create_app
+    from clipgen.serve.runs import find_runs
 
     setup_console_logging(True)
+    loopback = args.host in LOOPBACK_HOSTS
     try:
-        pipelines = load_pipelines(find_runs(args.runs), device=args.device)
-    except (ValueError, FileNotFoundError) as err:
+        runs = find_runs(args.runs)
+        app = create_app(runs, device=args.device, max_batch=args.max_batch, max_queue_rows=args.max_queue or None,
+                         wait_s=args.batch_wait_ms / 1000, allowed_hosts=LOOPBACK_HOSTS if loopback else None)  # fmt: skip
+        app.state.batcher.wait_ready()  # the runs load on the inference thread; a broken one stops us here
+    except (ValueError, FileNotFoundError, OSError) as err:
         return fail(str(err))
-    app = create_app(pipelines, max_batch=args.max_batch, max_queue_rows=args.max_queue or None, wait_s=args.batch_wait_ms / 1000)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     host = f"[{args.host}]" if ":" in args.host else args.host
-    reach = ("this machine only; --host 0.0.0.0 serves other machines too" if args.host in ("127.0.0.1", "localhost", "::1")
+    reach = ("this machine only; --host 0.0.0.0 serves other machines too" if loopback
              else "reachable from other machines: anyone who can reach it can draw images")  # fmt: skip
-    print(f"clipgen serve: {len(pipelines)} run(s): {', '.join(pipelines)}", file=sys.stderr)
+    print(f"clipgen serve: {len(runs)} run(s): {', '.join(runs)}", file=sys.stderr)
     print(f"clipgen serve: open http://{host}:{args.port}/ (bound to {args.host}: {reach})", file=sys.stderr, flush=True)
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits this way when it cannot bind
+        pass
     return 0 if server.started else fail(f"could not serve on {args.host}:{args.port} (is the port in use?)")

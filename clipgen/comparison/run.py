@@ -119,7 +119,8 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
         sample_dir.mkdir(parents=True, exist_ok=True)
         for b, start in _my_batches(len(prompts), job.batch_size, info):
             batch = prompts[start : start + job.batch_size]
-            # every run the same settings, whatever its own sampling.yaml says; no re-ranking unless asked
+            # no re-ranking unless asked; what job.sampling names (the command names all four) is the
+            # same for every run, whatever its own sampling.yaml says
             groups = pipe(batch, num_images=job.num_images, seed=job.seed + b, **{"candidates": 0, **job.sampling})
             for i, images in enumerate(groups, start=start):
                 for k, image in enumerate(images):

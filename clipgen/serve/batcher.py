@@ -1,7 +1,8 @@
 """Requests that arrive together share one sampler call per run.
 
-One inference thread does all the model work (two torch jobs side by side only thrash the same
-cores). It takes the run whose oldest request has waited longest, waits a moment (`wait_s`) for
+One inference thread does all the model work, loading included (`setup`): two torch jobs side by
+side only thrash the same cores, and torch run from a second thread while the first thread's
+OpenMP team still exists took 3.5× as long per request (BENCHMARKS.md, "serve"). It takes the run whose oldest request has waited longest, waits a moment (`wait_s`) for
 more requests to that run, and draws up to `max_rows` images for as many of its queued requests
 as fit, in one `pipeline.run_requests` call: concurrent users share the KV-cache sampler instead
 of queueing one by one. Each image draws from its own random stream, so sharing a batch does not
@@ -47,7 +48,8 @@ RunBatch = Callable[[str, Sequence[object]], list]
 
 
 class Batcher:
-    def __init__(self, run_batch: RunBatch, runs: Sequence[str], max_rows: int, max_queue_rows: int, wait_s: float = 0.01):
+    def __init__(self, run_batch: RunBatch, runs: Sequence[str], max_rows: int, max_queue_rows: int, wait_s: float = 0.01,
+                 setup: Callable[[], None] | None = None):  # fmt: skip
         if max_rows < 1 or max_queue_rows < max_rows:
             raise ValueError(f"max_rows ({max_rows}) must be ≥ 1 and max_queue_rows ({max_queue_rows}) ≥ max_rows")
         self.run_batch, self.max_rows, self.max_queue_rows, self.wait_s = run_batch, max_rows, max_queue_rows, wait_s
@@ -58,23 +60,39 @@ class Batcher:
         self.batched_requests = 0
         self._lock = threading.Condition()
         self._closed = False
+        self._setup = setup
+        self._ready = threading.Event()
+        self.setup_error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="clipgen-sampler", daemon=True)
         self._thread.start()
 
+    @property
+    def ready(self) -> bool:
+        """Set up, and the inference thread alive."""
+        return self._ready.is_set() and self.setup_error is None and self._thread.is_alive()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until `setup` has run on the inference thread; raise what it raised."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the inference thread is still setting up")
+        if self.setup_error is not None:
+            raise self.setup_error
+
     def submit(self, jobs: Sequence[tuple[str, object, int]]) -> list[Future]:
         """Queue (run, request, rows) jobs together, or none of them when they do not all fit."""
+        for run, _, n in jobs:  # what could never be drawn is the client's error, not a reason to retry
+            if n > self.max_rows:
+                raise ValueError(f"{run} would draw {n} images at once for this request; the server draws at most {self.max_rows}")
+        rows = sum(n for _, _, n in jobs)
+        if rows > self.max_queue_rows:
+            raise ValueError(f"this request asks for {rows} images in all; the server queues at most {self.max_queue_rows}")
         with self._lock:
             if self._closed:
                 raise RuntimeError("the server is shutting down")
-            rows = sum(n for _, _, n in jobs)
             if self.queued_rows + rows > self.max_queue_rows:
                 wait = (self.queued_rows + rows) * self.seconds_per_row
                 raise QueueFull(max(1, math.ceil(wait)))
-            queued = []
-            for run, request, n in jobs:
-                if n > self.max_rows:
-                    raise ValueError(f"{n} images for one run is more than --max-batch {self.max_rows}")
-                queued.append(Job(request, n))
+            queued = [Job(request, n) for _, request, n in jobs]
             for (run, _, _), job in zip(jobs, queued):
                 self.queues[run].append(job)
             self.queued_rows += rows
@@ -120,13 +138,27 @@ class Batcher:
             return run, batch
 
     def _loop(self) -> None:
+        try:
+            if self._setup is not None:
+                self._setup()
+        except BaseException as err:  # the server must not start half loaded: wait_ready raises it
+            self.setup_error = err
+            return
+        finally:
+            self._ready.set()
         while (taken := self._take_batch()) is not None:
             run, batch = taken
             live = [job for job in batch if job.future.set_running_or_notify_cancel()]
             if not live:
                 continue
             start = time.perf_counter()
-            self._draw(run, live)
+            try:
+                self._draw(run, live)
+            except BaseException as err:  # whatever happens, every request is answered and the thread lives on
+                log.exception("the inference thread failed on %s", run)
+                for job in live:
+                    if not job.future.done():
+                        job.future.set_exception(err)
             rows = sum(job.rows for job in live)
             self.seconds_per_row = 0.8 * self.seconds_per_row + 0.2 * (time.perf_counter() - start) / rows
 

@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass, fields
 
-from clipgen.sampling import MAX_SEED
+from clipgen.sampling import MAX_SEED, MAX_TEMPERATURE
 
 MAX_PROMPT_CHARS = 500
 MAX_IMAGES = 16
@@ -20,6 +20,17 @@ MAX_BODY_BYTES = 64 * 1024
 
 class BadRequest(ValueError):
     """A request the server refuses with 400 and this message."""
+
+
+def limits(max_rows: int) -> dict[str, int]:
+    """What one request may ask of one run, with the server drawing at most `max_rows` at once."""
+    return {"max_images": min(MAX_IMAGES, max_rows), "max_candidates": min(MAX_CANDIDATES, max_rows),
+            "max_prompt_chars": MAX_PROMPT_CHARS}  # fmt: skip
+
+
+def _shown(value) -> str:
+    """A client's value in a message, ASCII-escaped (a lone surrogate cannot be sent back as UTF-8)."""
+    return json.dumps(value)[:60]
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ def _integer(body: dict, name: str, low: int, high: int) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{name} must be an integer, got {json.dumps(value, ensure_ascii=False)[:40]}")
+        raise BadRequest(f"{name} must be an integer, got {_shown(value)}")
     if not low <= value <= high:
         raise BadRequest(f"{name} must be between {low} and {high}, got {value}")
     return value
@@ -59,7 +70,7 @@ def _number(body: dict, name: str, low: float, high: float, low_open: bool = Fal
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadRequest(f"{name} must be a number, got {json.dumps(value, ensure_ascii=False)[:40]}")
+        raise BadRequest(f"{name} must be a number, got {_shown(value)}")
     if not (low < value if low_open else low <= value) or value > high:
         raise BadRequest(f"{name} must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value:g}")
     return float(value)
@@ -76,35 +87,41 @@ def parse_generate(raw: bytes, run_names: list[str], max_rows: int) -> GenerateP
         raise BadRequest("the request body is not UTF-8") from None
     except json.JSONDecodeError as err:
         raise BadRequest(f"the request body is not JSON: {err.msg} at character {err.pos}") from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest('the request body must be a JSON object, e.g. {"prompt": "红色圆形"}')
     known = {f.name for f in fields(GenerateParams)}
     unknown = sorted(set(body) - known)
     if unknown:
-        raise BadRequest(f"unknown field {', '.join(unknown)[:100]}; the fields are {', '.join(sorted(known))}")
+        raise BadRequest(f"unknown field {_shown(', '.join(unknown))}; the fields are {', '.join(sorted(known))}")
 
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
         raise BadRequest("prompt must be a string" if prompt is not None else "prompt is missing")
     if not prompt.strip():
         raise BadRequest("the prompt is empty")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("the prompt holds a lone surrogate (\\ud800–\\udfff), which is not a character") from None
     if len(prompt) > MAX_PROMPT_CHARS:
         raise BadRequest(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS}")
     run = body.get("run")
     if run is not None and (not isinstance(run, str) or run not in run_names):
-        shown = json.dumps(run, ensure_ascii=False)[:60]
-        raise BadRequest(f"unknown run {shown}; the runs are {', '.join(run_names)}")
+        raise BadRequest(f"unknown run {_shown(run)}; the runs are {', '.join(run_names)}")
 
+    bounds = limits(max_rows)
     params = GenerateParams(
         prompt=prompt,
         run=run,
-        num_images=_integer(body, "num_images", 1, min(MAX_IMAGES, max_rows)) or 1,
+        num_images=_integer(body, "num_images", 1, bounds["max_images"]) or 1,
         seed=_integer(body, "seed", 0, MAX_SEED),
         guidance_scale=_number(body, "guidance_scale", 0, 100),
         top_k=_integer(body, "top_k", 0, 1_000_000),
         top_p=_number(body, "top_p", 0, 1, low_open=True),
-        temperature=_number(body, "temperature", 0, 100),
-        candidates=_integer(body, "candidates", 0, min(MAX_CANDIDATES, max_rows)),
+        temperature=_number(body, "temperature", 0, MAX_TEMPERATURE),
+        candidates=_integer(body, "candidates", 0, bounds["max_candidates"]),
     )
     if params.candidates and params.candidates < params.num_images:
         raise BadRequest(f"candidates ({params.candidates}) must be at least num_images ({params.num_images}), or 0")

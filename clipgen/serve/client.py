@@ -1,10 +1,12 @@
-"""A `clipgen serve` process on loopback, and small HTTP helpers, for the server tests and the
-load benchmark."""
+"""Talking to `clipgen serve` from Python: one API call, a server process started on a free
+loopback port for as long as a `with` block lasts, and the system's Chromium with the flags this
+closed network needs (the tests, bench/bench_serve.py and docs/serve_screenshot.py use them)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,17 +17,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+# no background connections (refused here, many at a time), no first-run work, no sandbox (root)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
+
+
+def find_chromium() -> str | None:
+    """$CLIPGEN_CHROMIUM, or the system's chromium on PATH."""
+    return os.environ.get("CLIPGEN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def call(url: str, body: bytes | dict | None = None, method: str | None = None, timeout: float = 120) -> tuple[int, dict, dict]:
+def call(url: str, body: bytes | dict | None = None, method: str | None = None, timeout: float = 120,
+         headers: dict | None = None) -> tuple[int, dict, dict]:  # fmt: skip
     """(status, JSON body, headers) of one request; a dict body is sent as JSON."""
-    data = json.dumps(body, ensure_ascii=False).encode("utf-8") if isinstance(body, dict) else body
+    data = json.dumps(body).encode("ascii") if isinstance(body, dict) else body  # \u escapes carry any string
     request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+                                     headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
             return reply.status, json.loads(reply.read()), dict(reply.headers)

@@ -1,0 +1,64 @@
+"""The per-row token pick against torch.multinomial, side by side.
+
+    python bench/bench_pick.py                     # vocab 1024 (the demo) and 16384 (paper scale)
+
+clipgen's sampler picks each row's token by inverse CDF from that row's own uniform stream
+(models/gpt.py, RowPicker), so an image does not depend on what shares its batch; the usual pick
+is torch.multinomial with one generator for the whole batch. Both take the same logits, top-k
+and top-p here; the script prints the time per sampling step of each and the ratio, measured in
+one run, at batch 1 and 16. What it costs is to be weighed against a model step (bench_sampling.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from clipgen.models.gpt import RowPicker, filter_logits  # noqa: E402
+
+
+def per_step_us(fn, steps: int) -> float:
+    fn(0)  # warm-up
+    start = time.perf_counter()
+    for step in range(steps):
+        fn(step)
+    return (time.perf_counter() - start) / steps * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vocab", type=int, nargs="+", default=[1024, 16384])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--steps", type=int, default=256)
+    parser.add_argument("--top-k", type=int, default=100)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    args = parser.parse_args()
+    print(f"# bench_pick: {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, top-k {args.top_k}, "
+          f"top-p {args.top_p}, {args.steps} steps")
+    print(f"{'vocab':>6} {'batch':>5} {'multinomial µs':>15} {'per-row µs':>11} {'ratio':>6}")
+    for vocab in args.vocab:
+        for batch in args.batch:
+            logits = torch.randn(batch, vocab, generator=torch.Generator().manual_seed(0)) * 3
+            generator = torch.Generator().manual_seed(0)
+            uniforms = torch.rand(batch, args.steps, dtype=torch.float64, generator=generator)
+            picker = RowPicker(batch, "cpu", 1.0, args.top_k, args.top_p, 1.0, uniforms)
+
+            def multinomial(step):
+                probs = F.softmax(filter_logits(logits, args.top_k, args.top_p), dim=-1)
+                return torch.multinomial(probs, 1, generator=generator)
+
+            old = per_step_us(multinomial, args.steps)
+            new = per_step_us(lambda step: picker.pick(logits, step), args.steps)
+            print(f"{vocab:>6} {batch:>5} {old:>15.1f} {new:>11.1f} {new / old:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
