@@ -260,3 +260,37 @@ def test_a_request_that_fails_fails_alone():
             futures[1].result(10)
     finally:
         batcher.close()
+
+
+def test_random_bodies_never_get_a_server_error(server):
+    """Every field with values of every JSON type, in random combinations: each answer is 200 or a
+    400 that says why, never a 500, and the server stays healthy."""
+    import random
+
+    rng = random.Random(0)
+    values = [None, True, 0, -1, 1, 3, 2**64, 0.5, 1e308, -1e-308, "", "红", "\ud83d", [], [1], {}, {"a": 1}]
+    fields = ["prompt", "run", "num_images", "seed", "guidance_scale", "top_k", "top_p", "temperature", "candidates", "x"]
+    statuses = []
+    for _ in range(60):
+        body = {name: rng.choice(values) for name in rng.sample(fields, rng.randint(1, 5))}
+        body.setdefault("prompt", rng.choice(["红色圆形", PROMPT, "😀"]))
+        status, reply, _ = call(server + "/api/generate", body)
+        assert status in (200, 400) and (status == 200 or reply["error"]), (body, status, reply)
+        statuses.append(status)
+    assert statuses.count(200) >= 3 and statuses.count(400) >= 30
+    assert call(server + "/api/health")[0] == 200
+
+
+def test_a_full_queue_is_a_503_with_retry_after_and_every_other_request_is_answered(runs):
+    root, run_dirs = runs
+    with serving(run_dirs[:1], "--max-batch", "1", "--max-queue", "1") as url:
+        body = {"prompt": PROMPT, "num_images": 1, "seed": 2}
+        with ThreadPoolExecutor(12) as pool:
+            replies = list(pool.map(lambda _: call(url + "/api/generate", body), range(12)))
+    statuses = [status for status, _, _ in replies]
+    assert set(statuses) == {200, 503}, statuses
+    for status, reply, headers in replies:
+        if status == 503:
+            assert int(headers["Retry-After"]) >= 1 and "retry in about" in reply["error"]
+        else:
+            assert len(reply["results"][0]["images"]) == 1

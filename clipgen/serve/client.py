@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from email.message import Message
 from pathlib import Path
 
 
@@ -34,21 +35,21 @@ def free_port() -> int:
 
 
 def call(url: str, body: bytes | dict | None = None, method: str | None = None, timeout: float = 120,
-         headers: dict | None = None) -> tuple[int, dict, dict]:  # fmt: skip
-    """(status, JSON body, headers) of one request; a dict body is sent as JSON."""
+         headers: dict | None = None) -> tuple[int, dict, Message]:  # fmt: skip
+    """(status, JSON body, headers: case-insensitive) of one request; a dict body is sent as JSON."""
     data = json.dumps(body).encode("ascii") if isinstance(body, dict) else body  # \u escapes carry any string
     request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
                                      headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return reply.status, json.loads(reply.read()), dict(reply.headers)
+            return reply.status, json.loads(reply.read()), reply.headers
     except urllib.error.HTTPError as err:
         raw = err.read()
         try:
             payload = json.loads(raw)
         except ValueError:
             payload = {"raw": raw.decode("utf-8", "replace")}
-        return err.code, payload, dict(err.headers)
+        return err.code, payload, err.headers
 
 
 @contextmanager
