@@ -182,10 +182,8 @@ class ClipGenPipeline:
         """Images for several groups of conditions in one sampler call: group g's rows take its
         seed's streams (row r: (seeds[g], r)) and its settings; each group is decoded on its own."""
         sizes = [len(c) for c in conds]
-        per_row = {
-            name: torch.cat([torch.full((n,), getattr(s, name)) for n, s in zip(sizes, settings, strict=True)])
-            for name in ("guidance_scale", "top_k", "top_p", "temperature")
-        }
+        kwargs = [s.sampler_kwargs() for s in settings]
+        per_row = {name: torch.cat([torch.full((n,), k[name]) for n, k in zip(sizes, kwargs, strict=True)]) for name in kwargs[0]}
         uniforms = torch.cat([row_uniforms(seed, n, self.gpt.config.block_size) for n, seed in zip(sizes, seeds, strict=True)])
         tokens = self.gpt.sample(torch.cat(list(conds)).to(self.device), uniforms=uniforms, kv_cache=kv_cache, **per_row)
         grid = self.vqgan.config.token_grid

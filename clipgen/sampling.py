@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from clipgen.config import ConfigError, load_config, to_dict
+from clipgen.config import ConfigError, load_config, save_config
 
 SAMPLING_NAME = "sampling.yaml"
 MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes
@@ -72,13 +72,11 @@ def read_run_sampling(run_dir: str | Path) -> SamplingSettings:
 
 
 def write_run_sampling(run_dir: str | Path, settings: SamplingSettings) -> Path:
-    import yaml
-
     from clipgen.engine.atomic import atomic_write
 
     path = Path(run_dir) / SAMPLING_NAME
     with atomic_write(path) as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(settings), sort_keys=False), encoding="utf-8")
+        save_config(settings, tmp)
     return path
 
 

@@ -125,3 +125,14 @@ def test_a_bad_sampling_file_is_a_clear_error(run, tmp_path):
     (broken / SAMPLING_NAME).write_text("top_p: 0\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="top_p must be in"):
         read_run_sampling(broken)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 1.5])
+def test_top_k_1_is_the_greedy_pick_whatever_the_stream(guidance):
+    # the demo judges at top-k 1: the per-row pick must give the argmax, as multinomial did
+    model = tiny_model()
+    cond = torch.randn(4, 8, generator=torch.Generator().manual_seed(3))
+    greedy = model.sample(cond, temperature=0.0, guidance_scale=guidance)
+    for seed in range(3):
+        drawn = model.sample(cond, top_k=1, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(drawn, greedy)

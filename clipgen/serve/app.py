@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from clipgen.sampling import fresh_seed, read_run_sampling
+from clipgen.sampling import fresh_seed
 from clipgen.serve.batcher import Batcher, QueueFull
 from clipgen.serve.params import MAX_BODY_BYTES, BadRequest, limits, parse_generate
 
@@ -85,7 +85,6 @@ def create_app(run_dirs: dict[str, Path], device: str = "auto", max_batch: int =
     from clipgen.serve.runs import load_pipelines
 
     names = list(run_dirs)
-    defaults = {name: asdict(read_run_sampling(path)) for name, path in run_dirs.items()}
     page = resources.files("clipgen.serve").joinpath("page.html").read_text(encoding="utf-8")
     pipelines: dict = {}
 
@@ -106,6 +105,9 @@ def create_app(run_dirs: dict[str, Path], device: str = "auto", max_batch: int =
         return JSONResponse({"status": "ok", "runs": len(names), "batches": batcher.batches, "requests": batcher.batched_requests})
 
     async def runs(request: Request) -> JSONResponse:
+        if not batcher.ready:
+            return _error(503, "the server is still loading its runs", {"Retry-After": "5"})
+        defaults = {name: asdict(pipe.sampling) for name, pipe in pipelines.items()}
         return JSONResponse({"runs": names, "defaults": defaults, "limits": limits(max_batch)})
 
     async def generate(request: Request) -> JSONResponse:

@@ -1,8 +1,8 @@
 """Requests that arrive together share one sampler call per run.
 
 One inference thread does all the model work, loading included (`setup`): two torch jobs side by
-side only thrash the same cores, and torch run from a second thread while the first thread's
-OpenMP team still exists took 3.5× as long per request (BENCHMARKS.md, "serve"). It takes the run whose oldest request has waited longest, waits a moment (`wait_s`) for
+side only thrash the same cores, and loading on the main thread, sampling on this one, served a
+single client 4× slower (two OpenMP teams on the same cores; BENCHMARKS.md, "Serving"). It takes the run whose oldest request has waited longest, waits a moment (`wait_s`) for
 more requests to that run, and draws up to `max_rows` images for as many of its queued requests
 as fit, in one `pipeline.run_requests` call: concurrent users share the KV-cache sampler instead
 of queueing one by one. Each image draws from its own random stream, so sharing a batch does not

@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass, fields
 
-from clipgen.sampling import MAX_SEED, MAX_TEMPERATURE
+from clipgen.sampling import MAX_SEED, MAX_TEMPERATURE, SamplingSettings
 
 MAX_PROMPT_CHARS = 500
 MAX_IMAGES = 16
@@ -47,7 +47,7 @@ class GenerateParams:
 
     def settings(self) -> dict:
         """The sampling settings the client chose (None: the run's own)."""
-        return {name: getattr(self, name) for name in ("guidance_scale", "top_k", "top_p", "temperature", "candidates")}
+        return {f.name: getattr(self, f.name) for f in fields(SamplingSettings)}
 
 
 def _reject_constant(name: str):
@@ -122,7 +122,5 @@ def parse_generate(raw: bytes, run_names: list[str], max_rows: int) -> GenerateP
         top_p=_number(body, "top_p", 0, 1, low_open=True),
         temperature=_number(body, "temperature", 0, MAX_TEMPERATURE),
         candidates=_integer(body, "candidates", 0, bounds["max_candidates"]),
-    )
-    if params.candidates and params.candidates < params.num_images:
-        raise BadRequest(f"candidates ({params.candidates}) must be at least num_images ({params.num_images}), or 0")
+    )  # candidates against num_images: ClipGenPipeline.request checks that, for every caller
     return params
