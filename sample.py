@@ -14,9 +14,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from clipgen.errors import input_errors_exit, read_text_file
+
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="sample.py", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="a train_gpt.py run directory")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="one prompt")
@@ -36,31 +38,33 @@ def main(argv=None) -> int:
                         help="the CLIP that ranks candidates, KIND:PATH[;KEY=VALUE...] (default: the one the run was conditioned on)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    with input_errors_exit(parser.prog):  # a bad input is one line and status 2; a bug, a traceback
+        return sample(args)
 
+
+def sample(args: argparse.Namespace) -> int:
     from clipgen.engine.logging import image_grid, save_png
     from clipgen.images import from_pil
-    from clipgen.pipeline import ClipGenPipeline
+    from clipgen.pipeline import ClipGenPipeline, check_prompts
+    from clipgen.sampling import check_sampling_flags
 
+    # the inputs are checked before the run is loaded (a CLIP can take a while)
     if args.prompt is not None:
         prompts = [args.prompt]
     else:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            parser.error(f"--prompts-file {path} not found")
-        prompts = path.read_text(encoding="utf-8").splitlines()
-    try:
-        pipe = ClipGenPipeline.from_pretrained(args.ckpt, device=args.device)
-        if args.rerank_clip:
-            from clipgen.encoders import load_clip_spec
+        prompts = read_text_file(args.prompts_file, "--prompts-file").splitlines()
+    check_prompts(prompts)
+    check_sampling_flags(guidance_scale=args.guidance_scale, top_k=args.top_k, top_p=args.top_p,
+                         temperature=args.temperature, candidates=args.candidates)  # fmt: skip
+    pipe = ClipGenPipeline.from_pretrained(args.ckpt, device=args.device)
+    if args.rerank_clip:
+        from clipgen.encoders import load_clip_spec
 
-            pipe.reranker = load_clip_spec(args.rerank_clip, device=pipe.device)
-        request = pipe.request(prompts, num_images=args.num_images, seed=args.seed, guidance_scale=args.guidance_scale,
-                               top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, candidates=args.candidates)
-        print(f"seed {request.seed}; " + ", ".join(f"{k} {v}" for k, v in asdict(request.settings).items()))
-        images = pipe.run_requests([request], kv_cache=not args.no_kv_cache)[0]
-    except (ValueError, FileNotFoundError) as err:
-        print(f"sample.py: error: {err}", file=sys.stderr)
-        return 2
+        pipe.reranker = load_clip_spec(args.rerank_clip, device=pipe.device)
+    request = pipe.request(prompts, num_images=args.num_images, seed=args.seed, guidance_scale=args.guidance_scale,
+                           top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, candidates=args.candidates)
+    print(f"seed {request.seed}; " + ", ".join(f"{k} {v}" for k, v in asdict(request.settings).items()))
+    images = pipe.run_requests([request], kv_cache=not args.no_kv_cache)[0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, row in enumerate(images):

@@ -4,12 +4,10 @@
     python train_gpt.py --config configs/gpt/shapes32.yaml [--set key.path=value ...] [--resume [RUN_DIR]]
 """
 
-import argparse
 import sys
 
+from clipgen.cli import run_script
 from clipgen.commands import train_gpt
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    train_gpt.add_arguments(parser)
-    sys.exit(train_gpt.run(parser.parse_args()))
+    sys.exit(run_script(train_gpt, __doc__.splitlines()[0]))

@@ -5,7 +5,7 @@
 
 For each canvas size it reports
 - make-shapes: images/s drawn, PNG-encoded and written to shards (one process);
-- read: images/s through the training loader (tar read, shuffle buffer, PNG decode, random crop,
+- read: images/s through the training loader (tar index and read, PNG decode, random crop,
   flip, to a [-1, 1] tensor, batching), in the main process and with DataLoader workers,
   timed from the first batch on so worker start-up is reported separately.
 """
@@ -35,7 +35,7 @@ def bench_make_shapes(out: Path, n: int, size: int) -> float:
 def bench_read(shards: Path, size: int, n_images: int, batch_size: int, num_workers: int) -> tuple[float, float]:
     """(images/s after the first batch, seconds to the first batch)."""
     cfg = ImageDataConfig(shards=str(shards), image_size=size, crop="random", flip=True,
-                          shuffle_buffer=1000, num_workers=num_workers, resampled=True)
+                          num_workers=num_workers, resampled=True)
     loader = make_image_loader(cfg, batch_size=batch_size, seed=0, train=True)
     n_batches = max(2, n_images // batch_size)
     start = time.perf_counter()

@@ -8,8 +8,11 @@ inside `run`, so `clipgen --help` stays fast and one command's imports never slo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+
+from clipgen.errors import input_errors_exit
 
 # command name -> (module under clipgen.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,9 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, exit_on_error: bool | None = None) -> int:
+    """Run a command. With exit_on_error (the default for the command line, argv None) a bad input
+    ends it as argparse's own errors do: `clipgen COMMAND: error: ...` on stderr and SystemExit(2)
+    (clipgen/errors.py). A caller that passes argv gets the exception itself unless it asks."""
     args = build_parser().parse_args(argv)
-    return int(args._module.run(args) or 0)
+    if exit_on_error is None:
+        exit_on_error = argv is None
+    with input_errors_exit(f"clipgen {args.command}") if exit_on_error else contextlib.nullcontext():
+        return int(args._module.run(args) or 0)
+
+
+def run_script(command, description: str) -> int:
+    """What the top-level scripts (train_vqgan.py, train_gpt.py) run: one command's arguments and
+    `run`, its input errors reported as the `clipgen` command reports them, under the script's name."""
+    parser = argparse.ArgumentParser(description=description)
+    command.add_arguments(parser)
+    args = parser.parse_args()
+    with input_errors_exit(parser.prog):
+        return int(command.run(args) or 0)
 
 
 if __name__ == "__main__":

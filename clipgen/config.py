@@ -12,15 +12,34 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Iterable, Literal, TypeVar, Union
 
 import yaml
+
+from clipgen.errors import one_line, read_text_file
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A config file or override does not fit the config's dataclasses."""
+
+
+class FieldValueError(ConfigError):
+    """Fields of one config dataclass whose values break its rules (`check_fields`). `from_dict`
+    names them by their dotted path in the config: run.max_steps, sample.top_k."""
+
+    def __init__(self, problems: list[tuple[str, str]], prefix: str = ""):
+        self.problems = problems  # (field name, what is wrong)
+        super().__init__("; ".join(f"{prefix}{name} {problem}" for name, problem in problems))
+
+
+def check_fields(obj: Any, rules: Iterable[tuple[str, bool, str]]) -> None:
+    """For a dataclass's __post_init__: rules are (field name, whether its value is fine, what it
+    must be); raise FieldValueError naming every field that breaks its rule, and its value."""
+    problems = [(name, f"must be {rule}, got {getattr(obj, name)!r}") for name, ok, rule in rules if not ok]
+    if problems:
+        raise FieldValueError(problems)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -101,7 +120,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         name: _coerce(value, types_by_name[name], f"{where}.{name}" if where else name)
         for name, value in data.items()
     }
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except FieldValueError as err:
+        if not where:
+            raise
+        raise FieldValueError(err.problems, f"{where}.") from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -113,6 +137,15 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{where} is not valid YAML{at}: {getattr(err, 'problem', None) or one_line(err)}") from None
 
 
 def _set_dotted(cls: type, tree: dict[str, Any], key: str, raw: str) -> None:
@@ -128,7 +161,7 @@ def _set_dotted(cls: type, tree: dict[str, Any], key: str, raw: str) -> None:
                 f"valid keys there: {', '.join(sorted(types_by_name))}"
             )
         if depth == len(parts) - 1:
-            node[part] = yaml.safe_load(raw) if raw.strip() else ""
+            node[part] = _parse_yaml(raw, f"override {key}={raw}") if raw.strip() else ""
             return
         child_type = types_by_name[part]
         if not dataclasses.is_dataclass(child_type):
@@ -144,7 +177,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            text = read_text_file(path, "config file")
+        except ValueError as err:  # not UTF-8
+            raise ConfigError(str(err)) from None
+        tree = _parse_yaml(text, str(path)) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
     for item in overrides:

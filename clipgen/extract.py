@@ -44,10 +44,13 @@ def run_extract(job: ExtractJob, info: DistInfo) -> dict:
     from clipgen.encoders import load_clip_spec
     from clipgen.models.vqgan import VQGAN
 
+    if job.batch_size < 1:
+        raise ValueError(f"the batch size (--batch-size) must be at least 1, got {job.batch_size}")
+    # every input is read before anything is written to job.out
     shards = expand_shards(job.data)
-    _claim_settings(job, info)
     vqgan = VQGAN.from_pretrained(job.vqgan_dir).to(info.device).eval()
     clip = load_clip_spec(job.clip, device=info.device)
+    _claim_settings(job, info)
     dtype = codes_dtype(vqgan.config.n_embed)
     counts = torch.zeros(4, dtype=torch.float64)  # images, bad samples, shards skipped as done, no caption
     for shard in shards[info.rank :: info.world_size]:

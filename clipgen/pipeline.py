@@ -33,6 +33,18 @@ def prompt_condition(prompts: Sequence[str], clip, bridge, caption_tokenizer=Non
     return bridge.for_inference(clip.encode_text(prompts))
 
 
+def check_prompts(prompts: Sequence[str]) -> None:
+    """Refuse what no CLIP can read, naming the prompt by its 0-based index: none at all, one that
+    is not a string, one with no visible character."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt {i} is not a string but {type(prompt).__name__} {str(prompt)[:30]!r}")
+        if not prompt.strip():
+            raise ValueError(f"prompt {i} is empty: a prompt needs at least one visible character")
+
+
 @dataclass(frozen=True)
 class PromptRequest:
     """Prompts to draw `num_images` each for, with one seed and one set of settings. Image k of
@@ -118,9 +130,10 @@ class ClipGenPipeline:
         candidates: int | None = None,
     ) -> PromptRequest:
         """A checked request; every setting left None is the run's own (`self.sampling`)."""
+        if not isinstance(prompts, (str, Sequence)):
+            raise ValueError(f"prompts must be a string or a list of strings, got {type(prompts).__name__}")
         prompts = (prompts,) if isinstance(prompts, str) else tuple(prompts)
-        if not prompts:
-            raise ValueError("no prompts given")
+        check_prompts(prompts)
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be an integer ≥ 1, got {num_images!r}")
         if candidates and candidates < num_images:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from clipgen.config import ConfigError, load_config, save_config
+from clipgen.config import ConfigError, FieldValueError, check_fields, load_config, save_config
 
 SAMPLING_NAME = "sampling.yaml"
 MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes
@@ -35,21 +35,15 @@ class SamplingSettings:
     candidates: int = 0  # draw this many images per prompt and keep the ones CLIP ranks best; 0: no re-ranking
 
     def __post_init__(self):
-        problems = [
-            f"{name} must be {rule}, got {getattr(self, name)!r}"
-            for name, ok, rule in (
-                ("guidance_scale", math.isfinite(self.guidance_scale) and self.guidance_scale >= 0, "a finite number ≥ 0"),
-                ("top_k", self.top_k >= 0, "≥ 0 (0 keeps every token)"),
-                ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-                # below 0.01 the scaled float32 logits overflow; 0 is the greedy pick itself
-                ("temperature", self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
-                 f"0 (greedy) or in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE:g}]"),
-                ("candidates", self.candidates >= 0, "≥ 0 (0: no re-ranking)"),
-            )
-            if not ok
-        ]
-        if problems:
-            raise ValueError("; ".join(problems))
+        check_fields(self, [
+            ("guidance_scale", math.isfinite(self.guidance_scale) and self.guidance_scale >= 0, "a finite number ≥ 0"),
+            ("top_k", self.top_k >= 0, "≥ 0 (0 keeps every token)"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            # below 0.01 the scaled float32 logits overflow; 0 is the greedy pick itself
+            ("temperature", self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
+             f"0 (greedy) or in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE:g}]"),
+            ("candidates", self.candidates >= 0, "≥ 0 (0: no re-ranking)"),
+        ])  # fmt: skip
 
     def replace(self, **changes) -> "SamplingSettings":
         """These settings with every change that is not None applied."""
@@ -58,6 +52,15 @@ class SamplingSettings:
     def sampler_kwargs(self) -> dict:
         """What `ConditionTransformer.sample` takes."""
         return dict(guidance_scale=self.guidance_scale, top_k=self.top_k, top_p=self.top_p, temperature=self.temperature)
+
+
+def check_sampling_flags(**flags) -> None:
+    """Refuse bad command-line sampling settings by their flags' names (--top-p, not top_p) before
+    any run is loaded; a flag left None is not checked (the run's own value stands)."""
+    try:
+        SamplingSettings().replace(**flags)
+    except FieldValueError as err:
+        raise ValueError("; ".join(f"--{name.replace('_', '-')} {problem}" for name, problem in err.problems)) from None
 
 
 def read_run_sampling(run_dir: str | Path) -> SamplingSettings:

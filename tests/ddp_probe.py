@@ -20,7 +20,7 @@ if __name__ == "__main__":
     assert info.world_size == 2 and torch.distributed.get_backend() == "gloo"
     task = VQGANTask(cfg, info)
     before = {k: v.clone() for k, v in task.model.state_dict().items()}
-    batch = next(task.train_batches(skip_batches=0))
+    batch = next(task.train_batches(0, None))
     task.train_step([batch], step=0)
     torch.save(
         {"keys": batch["key"], "before": before, "after": task.model.state_dict(), "disc": task.disc.state_dict()},

@@ -39,5 +39,5 @@ def test_keeps_the_newest_and_finds_the_latest(tmp_path):
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path = ckpt.save_checkpoint(tmp_path, 1, {"w": torch.zeros(1000)})
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ValueError, match="not a readable clipgen checkpoint"):
+    with pytest.raises(ValueError, match="not a readable checkpoint: truncated"):
         ckpt.load_checkpoint(path)

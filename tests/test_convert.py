@@ -6,11 +6,13 @@ import base64
 import json
 import pickle
 
+import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image
 
 from clipgen import cli
+from clipgen.data.decode import decode_rgb
 from clipgen.data.ffrecord import write_ffrecord
 from clipgen.data.shards import read_manifest
 from data_helpers import decode_png, image_bytes, truncated_jpeg
@@ -38,17 +40,18 @@ def test_convert_folder_keeps_good_images_and_reports_bad_ones(tmp_path, clipgen
     (src / "truncated.jpg").write_bytes(truncated_jpeg())
     (src / "empty.jpg").write_bytes(b"")
     (src / "text.png").write_text("this is not an image")
-    (src / "readme.txt").write_text("ignored: not an image extension")
+    (src / "readme.txt").write_text("listed: not an image extension")
 
     status = clipgen_main(["convert", "folder", str(src), "--out", str(out), "--shard-size", "2"])
     printed = capsys.readouterr().out
 
     assert status == 0
     manifest = read_manifest(out)
-    assert manifest["written"] == 4 and manifest["skipped"] == 3
+    assert manifest["written"] == 4 and manifest["skipped"] == 4
     reasons = {item["source"]: item["reason"] for item in manifest["skipped_items"]}
     assert reasons == {
         "empty.jpg": "empty file (0 bytes)",
+        "readme.txt": "not an image file extension (.txt)",
         "text.png": "not an image (unrecognised format)",
         "truncated.jpg": "truncated image",
     }
@@ -64,6 +67,39 @@ def test_convert_folder_keeps_good_images_and_reports_bad_ones(tmp_path, clipgen
     assert decode_png(samples["old"]["png"]).convert("RGB").getpixel((0, 0)) == (9, 8, 7)  # BMP -> lossless PNG
     assert json.loads(samples["old"]["json"]) == {"source": "old.bmp", "reencoded_from": "BMP"}
     assert json.loads(samples["sub_photo_v2"]["json"]) == {"source": "sub/photo.v2.png"}
+
+
+def test_convert_folder_takes_gif_tiff_and_16_bit_png_and_names_every_file_it_leaves(tmp_path, clipgen_main, capsys):
+    src, out = tmp_path / "images", tmp_path / "shards"
+    src.mkdir()
+    png = image_bytes("PNG", colour=(1, 2, 3))
+    (src / "plain.png").write_bytes(png)
+    frames = [Image.new("RGB", (6, 4), colour) for colour in [(255, 0, 0), (0, 255, 0)]]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.new("RGB", (6, 4), (10, 20, 30)).save(src / "scan.TIF")
+    grey16 = np.full((4, 6), 32768, np.uint16)
+    grey16[0, 0] = 65535
+    Image.fromarray(grey16).save(src / "deep.png")  # 16-bit grey: decoded mid-grey, not white
+    (src / "notes.md").write_text("a stray file")
+    (src / "plain.txt").write_text("a caption beside plain.png: a sidecar, not a stray")
+    (src / "scan.TIF.json").write_text("{}")
+    (src / ".DS_Store").write_bytes(b"\0")
+
+    assert clipgen_main(["convert", "folder", str(src), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    manifest = read_manifest(out)
+    assert manifest["written"] == 4
+    assert manifest["skipped_items"] == [{"key": "notes", "source": "notes.md", "reason": "not an image file extension (.md)"}]
+    assert "skipped notes.md: not an image file extension (.md)" in printed
+
+    samples = read_shards(out)
+    assert samples["plain"]["png"] == png and samples["deep"]["png"] == (src / "deep.png").read_bytes()
+    assert json.loads(samples["anim"]["json"]) == {"source": "anim.gif", "reencoded_from": "GIF", "first_frame_of": 2}
+    assert json.loads(samples["scan"]["json"]) == {"source": "scan.TIF", "reencoded_from": "TIFF"}
+    assert decode_rgb(samples["anim"]["png"]).getpixel((0, 0)) == (255, 0, 0)
+    assert decode_rgb(samples["scan"]["png"]).getpixel((0, 0)) == (10, 20, 30)
+    deep = decode_rgb(samples["deep"]["png"])
+    assert deep.getpixel((1, 1)) == (128, 128, 128) and deep.getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_convert_tsv_round_trip(tmp_path, clipgen_main):

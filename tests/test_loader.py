@@ -71,7 +71,7 @@ def test_ranks_and_workers_together_see_each_sample_exactly_once(shapes_dir, wor
 
 
 def train_loader(shards, seed=0, epoch=0, rank=0, world_size=1, num_workers=0, **cfg_overrides):
-    cfg = ImageDataConfig(shards=str(shards), num_workers=num_workers, shuffle_buffer=20, **cfg_overrides)
+    cfg = ImageDataConfig(shards=str(shards), num_workers=num_workers, **cfg_overrides)
     return make_image_loader(cfg, batch_size=8, seed=seed, rank=rank, world_size=world_size, train=True, epoch=epoch)
 
 
@@ -108,10 +108,10 @@ def test_flip_and_random_crop_follow_the_config(tmp_path):
 
 def test_non_resampled_training_deals_shards_to_ranks_without_overlap(shapes_dir):
     # shards are shuffled per pass and dealt round-robin: with 6 shards and 2 ranks, the first 3
-    # shards each rank reads (= 30 samples, no shuffle buffer) are disjoint and cover everything
+    # shards each rank reads (= 30 samples) are disjoint and cover everything
     per_rank = []
     for rank in range(2):
-        cfg = ImageDataConfig(shards=str(shapes_dir), resampled=False, shuffle_buffer=0)
+        cfg = ImageDataConfig(shards=str(shapes_dir), resampled=False, shuffle=False)
         loader = make_image_loader(cfg, batch_size=10, seed=5, rank=rank, world_size=2, train=True)
         per_rank.append(set(keys_of(collect(loader, 3))))
     assert len(per_rank[0]) == len(per_rank[1]) == 30
@@ -121,15 +121,46 @@ def test_non_resampled_training_deals_shards_to_ranks_without_overlap(shapes_dir
 # ---------------------------------------------------------------- resuming
 
 
+def batches_with_positions(loader, n):
+    out = []
+    for batch in itertools.islice(loader, n):
+        out.append((batch, loader.position))
+    return out
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_skip_resumes_the_exact_batch_sequence(shapes_dir, num_workers):
-    full = collect(train_loader(shapes_dir, seed=3, num_workers=num_workers), 9)
-    resumed = train_loader(shapes_dir, seed=3, num_workers=num_workers)
-    resumed.skip(5)
-    assert same_batches(collect(resumed, 4), full[5:9])
-    cfg = ImageDataConfig(shards=str(shapes_dir), num_workers=num_workers, shuffle_buffer=20)
-    via_argument = make_image_loader(cfg, batch_size=8, seed=3, train=True, skip_batches=5)
-    assert same_batches(collect(via_argument, 4), full[5:9])
+def test_a_loader_started_at_a_position_continues_the_exact_batch_sequence(shapes_dir, num_workers):
+    # batches of 8 from shards of 10: positions fall mid-shard and at every worker's turn
+    full = batches_with_positions(train_loader(shapes_dir, seed=3, num_workers=num_workers), 9)
+    cfg = ImageDataConfig(shards=str(shapes_dir), num_workers=num_workers)
+    for done in (1, 4, 5):
+        resumed = make_image_loader(cfg, batch_size=8, seed=3, train=True, start=full[done - 1][1])
+        assert same_batches(collect(resumed, 9 - done), [b for b, _ in full[done:]])
+
+
+def test_resuming_reads_no_sample_before_the_position(shapes_dir, monkeypatch):
+    full = batches_with_positions(train_loader(shapes_dir, seed=3), 30)  # 240 samples: 24 shards
+    decoded = []
+    real_decode = loader_module.decode_rgb
+    monkeypatch.setattr(loader_module, "decode_rgb", lambda data, **kw: decoded.append(1) or real_decode(data, **kw))
+    cfg = ImageDataConfig(shards=str(shapes_dir))
+    (batch,) = collect(make_image_loader(cfg, batch_size=8, seed=3, train=True, start=full[28][1]), 1)
+    assert keys_of([batch]) == keys_of([full[29][0]])
+    assert len(decoded) == 8  # the batch itself, nothing before it
+
+
+def test_positions_carry_over_bad_samples_and_reports(shards_with_bad_samples):
+    cfg = ImageDataConfig(shards=str(shards_with_bad_samples), crop="center", flip=False)
+    full = batches_with_positions(make_image_loader(cfg, batch_size=2, seed=1, train=True), 12)
+    for done in (1, 2, 3, 7):
+        resumed = make_image_loader(cfg, batch_size=2, seed=1, train=True, start=full[done - 1][1])
+        assert same_batches(collect(resumed, 12 - done), [b for b, _ in full[done:]])
+
+
+def test_a_position_for_other_workers_is_refused(shapes_dir):
+    position = train_loader(shapes_dir, num_workers=2).position
+    with pytest.raises(ValueError, match="2 workers"):
+        make_image_loader(ImageDataConfig(shards=str(shapes_dir)), batch_size=8, seed=0, start=position)
 
 
 # ---------------------------------------------------------------- bad samples

@@ -30,11 +30,29 @@ def test_folder_is_walked_recursively_in_sorted_order(tmp_path):
     (tmp_path / "a" / "deep").mkdir(parents=True)
     for rel in ["b/2.png", "a/deep/1.JPG", "a/0.webp", "z.bmp"]:
         (tmp_path / rel).write_bytes(b"whatever")
-    (tmp_path / "notes.txt").write_text("not an image")
     items = list(iter_folder(tmp_path))
     assert [i.origin for i in items] == ["a/0.webp", "a/deep/1.JPG", "b/2.png", "z.bmp"]
     assert [i.key for i in items] == ["a/0", "a/deep/1", "b/2", "z"]
     assert all(isinstance(i, SourceImage) and i.meta == {"source": i.origin} for i in items)
+
+
+def test_folder_takes_gif_and_tiff_and_names_files_that_are_not_images(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".git" / "objects").mkdir(parents=True)
+    for rel in ["a.gif", "b.tif", "c.TIFF", "sub/d.png", "notes.txt", "sub/LICENSE", "sub/data.parquet",
+                "sub/d.txt", "sub/d.json", "b.tif.xmp", ".DS_Store", ".git/objects/ab12", "sub/Thumbs.db"]:
+        (tmp_path / rel).write_bytes(b"whatever")
+    items = list(iter_folder(tmp_path))
+    images = [i.origin for i in items if isinstance(i, SourceImage)]
+    failures = {i.origin: (i.key, i.reason) for i in items if isinstance(i, SourceFailure)}
+    assert images == ["a.gif", "b.tif", "c.TIFF", "sub/d.png"]
+    # sidecars (sub/d.txt, sub/d.json, b.tif.xmp), hidden files and Thumbs.db are not reported
+    assert failures == {
+        "notes.txt": ("notes", "not an image file extension (.txt)"),
+        "sub/LICENSE": ("sub/LICENSE", "not an image file extension (none)"),
+        "sub/data.parquet": ("sub/data", "not an image file extension (.parquet)"),
+    }
+    assert [i.origin for i in items] == sorted(i.origin for i in items)  # one order, by path
 
 
 def test_missing_or_wrong_folder_is_a_clear_error(tmp_path):

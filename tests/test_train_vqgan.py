@@ -27,7 +27,7 @@ def tiny_overrides(shards: Path, out: Path, steps: int) -> list[str]:
     settings = {
         "run.out_dir": out, "run.max_steps": steps, "run.batch_size": 4, "run.log_every": 1,
         "run.eval_every": 2, "run.ckpt_every": 2, "run.image_every": 2, "run.ema_decay": 0.9,
-        "data.shards": shards / "train", "data.image_size": 16, "data.num_workers": 0, "data.shuffle_buffer": 8,
+        "data.shards": shards / "train", "data.image_size": 16, "data.num_workers": 0, "data.shuffle": True,
         "eval.shards": shards / "heldout", "eval.max_images": 0,
         "model.resolution": 16, "model.ch_mult": "[1, 2]", "model.attn_resolutions": "[8]",
         "model.z_channels": 8, "model.embed_dim": 4, "model.n_embed": 16,

@@ -41,21 +41,24 @@ def run(args: argparse.Namespace) -> int:
     from clipgen.comparison import CompareJob, run_compare
     from clipgen.engine.dist import cleanup_distributed, init_distributed
     from clipgen.engine.logging import setup_console_logging
+    from clipgen.errors import input_errors_exit
+    from clipgen.sampling import check_sampling_flags
 
     sampling = {"guidance_scale": args.guidance_scale, "top_k": args.top_k, "top_p": args.top_p, "temperature": args.temperature}
-    job = CompareJob(
-        runs=[Path(r) for r in args.runs], prompts_file=Path(args.prompts), out=Path(args.out), real=args.real,
-        num_images=args.num_images, seed=args.seed, batch_size=args.batch_size, clip=args.clip,
-        inception=args.inception, max_real=args.max_real, max_grids=args.max_grids, judge=args.judge, sampling=sampling,
-    )  # fmt: skip
-    info = init_distributed(args.device)
-    setup_console_logging(info.is_main)
-    try:
-        summary = run_compare(job, info)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"clipgen compare: error: {err}") from err
-    finally:
-        cleanup_distributed()
+    # a SystemExit(2) after one line on stderr, called from Python too (what its callers expect)
+    with input_errors_exit("clipgen compare"):
+        check_sampling_flags(**sampling)  # before any run is loaded or sampled
+        job = CompareJob(
+            runs=[Path(r) for r in args.runs], prompts_file=Path(args.prompts), out=Path(args.out), real=args.real,
+            num_images=args.num_images, seed=args.seed, batch_size=args.batch_size, clip=args.clip,
+            inception=args.inception, max_real=args.max_real, max_grids=args.max_grids, judge=args.judge, sampling=sampling,
+        )  # fmt: skip
+        info = init_distributed(args.device)
+        setup_console_logging(info.is_main)
+        try:
+            summary = run_compare(job, info)
+        finally:
+            cleanup_distributed()
     if info.is_main:
         print(json.dumps(summary["metrics"], ensure_ascii=False))
     return 0

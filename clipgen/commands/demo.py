@@ -31,13 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clipgen.demo import DemoOptions, run_demo
+    from clipgen.errors import input_errors_exit
 
     options = DemoOptions(n_train=args.n_train, n_heldout=args.n_heldout, seed=args.seed,
                           eval_prompts=args.eval_prompts, eval_images=args.eval_images)  # fmt: skip
-    try:
+    with input_errors_exit("clipgen demo"):  # a SystemExit(2) after one line, called from Python too
         results = run_demo(Path(args.out), options, args.overrides, CONFIG_DIR)
-    except ValueError as err:
-        raise SystemExit(f"clipgen demo: error: {err}") from err
     met = {True: "met", False: "NOT met"}
     print(f"report: {Path(args.out) / 'report.md'} (accuracy targets {met[results['targets_met']]}; "
           f"within {results['baseline_margin']} points of caption-trained: {met[results['baseline_margin_met']]})")

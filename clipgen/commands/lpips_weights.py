@@ -12,8 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clipgen.errors import require_file
     from clipgen.models.lpips import convert_lpips_weights
 
-    convert_lpips_weights(args.vgg16, args.lin, args.out)
+    convert_lpips_weights(require_file(args.vgg16, "--vgg16"), require_file(args.lin, "--lin"), args.out)
     print(f"wrote {args.out}")
     return 0

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from clipgen.errors import read_text_file
+
 log = logging.getLogger("clipgen.compare")
 
 
@@ -23,7 +25,7 @@ def read_prompts(path: str | Path) -> tuple[list[str], list[Image.Image]]:
     if path.suffix.lower() == ".tsv":
         prompts, references = _read_tsv(path)
     else:
-        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts = [line.strip() for line in read_text_file(path, "--prompts").splitlines() if line.strip()]
         references = []
     if not prompts:
         raise ValueError(f"{path} holds no prompts")

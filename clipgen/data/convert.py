@@ -1,9 +1,10 @@
 """`clipgen convert`: a folder, TSV or FFRecord source -> webdataset shards + manifest.json.
 
 Every image is fully decoded once to prove it is usable, then stored with its ORIGINAL bytes
-(JPEG, PNG and WebP; nothing is re-compressed, so nothing is lost). Other formats (BMP...) are
-re-encoded losslessly to PNG and the json says so. Items that cannot be read or decoded are
-skipped and listed in the manifest with their reason; they never stop the conversion.
+(JPEG, PNG and WebP; nothing is re-compressed, so nothing is lost; a 16-bit PNG stays 16-bit).
+Other formats (BMP, GIF, TIFF) are re-encoded losslessly to PNG and the json says so. Items that
+cannot be read or decoded are skipped and listed in the manifest with their reason; they never
+stop the conversion.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from clipgen.data.decode import BadImageError, probe_image, reencode_png
+from clipgen.data.decode import PNG_MODES, BadImageError, probe_image, reencode_png
 from clipgen.data.shards import MANIFEST_NAME, ShardSetWriter
 from clipgen.data.sources import SOURCES, SourceFailure
 
@@ -22,11 +23,19 @@ _SUMMARY_MAX_SKIPS = 20
 
 
 def storable_image(data: bytes) -> tuple[str, bytes, dict[str, Any]]:
-    """(extension, bytes to store, extra json) for image bytes; raises BadImageError."""
+    """(extension, bytes to store, extra json) for image bytes; raises BadImageError. The json of
+    a re-encoded image says from what, and what of it was not kept: the frames after the first
+    (an animated GIF, a multi-page TIFF), a mode PNG cannot hold (CMYK and float are stored as
+    8-bit RGB, 32-bit integer as 16-bit grey when its values fit)."""
     probe = probe_image(data)
     if probe.ext is not None:
         return probe.ext, data, {}
-    return "png", reencode_png(data), {"reencoded_from": probe.format}
+    extra: dict[str, Any] = {"reencoded_from": probe.format}
+    if probe.frames > 1:
+        extra["first_frame_of"] = probe.frames
+    if probe.mode not in PNG_MODES:
+        extra["converted_from_mode"] = probe.mode
+    return "png", reencode_png(data), extra
 
 
 def convert_source(kind: str, src: str | os.PathLike, out_dir: str | os.PathLike, *, shard_size: int = 1000,

@@ -13,14 +13,20 @@ import io
 import warnings
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Extensions (webdataset suffixes) that may hold an image, in the order a sample is searched.
-IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp")
+# Extensions (webdataset suffixes, and file suffixes of `clipgen convert folder`) that may hold an
+# image, in the order a sample is searched.
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 
 # PIL's format name -> the extension clipgen stores. Only formats every reader handles well are
 # kept byte-for-byte; anything else is re-encoded losslessly to PNG (see `probe_image`).
 KEPT_FORMATS: dict[str, str] = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
+
+# Modes PIL can write as PNG, 16-bit grey included; others (CMYK, 32-bit "I", float "F", from
+# TIFF) are converted before a re-encode (`reencode_png`).
+PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B", "I;16L"})
 
 
 class BadImageError(ValueError):
@@ -35,6 +41,8 @@ class ImageProbe:
     format: str  # PIL's name for the format, e.g. "JPEG", "BMP"
     width: int
     height: int
+    mode: str = "RGB"  # PIL's mode of the decoded pixels, e.g. "I;16" for 16-bit grey
+    frames: int = 1  # an animated GIF's or multi-page TIFF's count; only the first is used
 
 
 def _open_fully(data: bytes, min_side: int | None = None) -> Image.Image:
@@ -71,22 +79,56 @@ def probe_image(data: bytes) -> ImageProbe:
     """Fully decode `data` (raising `BadImageError`) and say how it should be stored."""
     image = _open_fully(data)
     fmt = image.format or "unknown"
-    return ImageProbe(KEPT_FORMATS.get(fmt), fmt, image.width, image.height)
+    frames = getattr(image, "n_frames", 1)
+    return ImageProbe(KEPT_FORMATS.get(fmt), fmt, image.width, image.height, image.mode, frames)
 
 
 def reencode_png(data: bytes) -> bytes:
-    """Losslessly re-encode an image in a format we do not store as-is (BMP, GIF, TIFF...)."""
-    image = _open_fully(data)
+    """Re-encode an image in a format we do not store as-is (BMP, GIF, TIFF...) as PNG: losslessly
+    for every mode PNG holds (16-bit grey stays 16-bit), the first frame of an animation or
+    multi-page file; other modes (CMYK, 32-bit integer, float) become 8-bit RGB first."""
+    # PNG keeps no orientation tag (a TIFF may have one), so the pixels are turned upright here
+    image = ImageOps.exif_transpose(_open_fully(data))
+    if image.mode == "I":
+        values = np.asarray(image)
+        if values.size and values.min() >= 0 and values.max() <= 65535:
+            image = Image.fromarray(values.astype(np.uint16))  # "I;16": 16-bit PNG, still lossless
+    if image.mode not in PNG_MODES:
+        image = to_rgb(image)
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    try:
+        image.save(out, format="PNG")
+    except Exception as err:  # noqa: BLE001 - an odd file can still fail to encode; skip it, never crash
+        raise BadImageError(f"cannot re-encode as PNG: {err}") from None
     return out.getvalue()
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """An 8-bit ("L") copy of a 16-bit or float grey image; other modes unchanged.
+
+    PIL's convert("RGB"/"L") clips these modes' values at 255 instead of scaling them, so a 16-bit
+    PNG (mode "I;16", or "I" in older Pillow) comes out nearly white. 16-bit values are shifted
+    right by 8, as PIL itself reads 48-bit RGB PNGs (as 8-bit "RGB"): a grey decodes the same
+    whether it was stored as 16-bit grey or 16-bit RGB. Float ("F") images in [0, 1] are scaled
+    by 255; any other float range is clipped to [0, 255]."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # "I" is 32-bit, but what it holds in practice is 16-bit samples (older Pillow's 16-bit
+        # PNGs, TIFFs); values outside 0..65535 are clipped
+        values = np.clip(np.asarray(image).astype(np.int64), 0, 65535) >> 8
+    elif image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        values = np.rint(values * (255.0 if values.size and values.max() <= 1.0 else 1.0))
+    else:
+        return image
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """An RGB view of a decoded image, upright and with transparency flattened onto white."""
+    """An RGB view of a decoded image, upright, at 8 bits (16-bit images scaled, not clipped: see
+    `to_8bit`) and with transparency flattened onto white."""
     # Camera JPEGs store rotation in EXIF instead of rotating pixels; training on them unrotated
     # would teach the model sideways images.
-    image = ImageOps.exif_transpose(image)
+    image = to_8bit(ImageOps.exif_transpose(image))
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )

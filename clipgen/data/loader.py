@@ -6,14 +6,21 @@
 
 The pipeline, in each DataLoader worker (or in the main process when num_workers == 0):
 
-    shard names -> this rank's share -> this worker's share -> tar samples -> shuffle buffer
+    shard names -> this rank's share -> this worker's share -> each shard's samples, by index
       -> decode + transform -> batches of good samples (+ in-band reports of bad ones)
 
 - train: an endless stream. With `resampled` the shard names are drawn with replacement, otherwise
   they are shuffled pass after pass; either way ONE global sequence, seeded by (seed, epoch), is
   dealt round-robin to ranks and then to workers, so every rank always has data (no DDP rank waits
-  on uneven shards) and every worker gets different shards. The shuffle buffer and the random
-  crop/flip are seeded by (seed, epoch, rank, worker): the whole stream is reproducible.
+  on uneven shards) and every worker gets different shards. Each shard's samples are read in a
+  shuffled order, and each sample's random crop/flip is drawn, from generators seeded by the
+  sample's place in the stream: the whole stream is reproducible, and resumable from any place.
+- resuming: `loader.position` says how far the batches handed out reach (per worker: shards
+  finished, samples of the current shard consumed; and whose batch is next). A loader made with
+  `start=` that position regenerates the shard names before it (names only), opens its current
+  shard at the next sample through the shard's tar index (shard_index.py), and goes on with
+  exactly the batches the interrupted run would have seen, in time that does not grow with the
+  step count.
 - eval: one pass, no resampling, no shuffle, centre crop, no flip. Shards are dealt round-robin to
   ranks, then to workers, so together they read every sample exactly once; with fewer shards than
   ranks x workers some get none. The last partial batch of each worker is kept.
@@ -35,7 +42,6 @@ import glob
 import json
 import logging
 import os
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count, islice
@@ -49,12 +55,14 @@ import webdataset as wds
 from torch.utils.data import DataLoader, get_worker_info
 
 from clipgen.data.decode import IMAGE_EXTENSIONS, BadImageError, BadSample, BadSampleLog, decode_rgb
+from clipgen.data.shard_index import index_shard
+from clipgen.data.stream_position import StreamPosition
 from clipgen.data.transforms import ImageTransform
 
 log = logging.getLogger("clipgen.data")
 
-# Separate random streams derived from one seed, so that e.g. changing the shuffle buffer size
-# does not change the crops.
+# Separate random streams derived from one seed, so that e.g. turning shuffling off does not
+# change the crops.
 _SHARD_ORDER, _SHUFFLE, _AUGMENT = 0, 1, 2
 # A train stream where nothing decodes would otherwise spin forever without yielding a batch.
 MAX_CONSECUTIVE_BAD_SAMPLES = 10_000
@@ -67,7 +75,9 @@ class ImageDataConfig:
     shards: a directory of .tar shards, a brace pattern "dir/shard-{000000..000009}.tar", a glob,
         or a comma-separated list of any of these.
     crop, flip: used in training only; evaluation always centre-crops and never flips.
-    shuffle_buffer: samples held per worker for shuffling (0 or 1: no shuffling); training only.
+    shuffle: training reads each shard's samples in a shuffled order (and the shards in a
+        shuffled order always); a buffer shuffle across shards is not used, because a resumed run
+        would have to refill it by reading what came before.
     resampled: training: draw shards with replacement -> an endless stream that never leaves a DDP
         rank waiting on uneven shards. False: shuffled passes over the shards, still endless.
     """
@@ -76,7 +86,7 @@ class ImageDataConfig:
     image_size: int = 32
     crop: Literal["center", "random"] = "random"
     flip: bool = True
-    shuffle_buffer: int = 1000
+    shuffle: bool = True
     num_workers: int = 0
     resampled: bool = True
 
@@ -173,65 +183,70 @@ def take_share(items: Iterator, index: int, total: int) -> Iterator:
     return islice(items, index, None, total)
 
 
-def take_worker_share(items: Iterator) -> Iterator:
-    worker, num_workers = _worker()
-    return take_share(items, worker, num_workers)
+# A sample's place in its rank's stream: (logical worker, shards that worker finished before this
+# one, samples of this shard consumed once this one is). It seeds the sample's augmentation and
+# travels with it, so the main process always knows how far each worker's stream was consumed.
+Place = tuple[int, int, int]
 
 
-def _tar_ends_properly(path: str) -> bool:
-    """Whether a local tar ends with its end-of-archive marker (two zero blocks, then padding).
+class WorkerShards:
+    """This worker's share of the rank's shard names, numbered, from where `start` says.
 
-    Python's streaming tar reader takes a file cut at a 512-byte boundary for a normal end, so
-    without this check a truncated shard would silently lose its tail."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size % 512 or size < 1024:
-                return False
-            f.seek(size - 1024)
-            return not any(f.read(1024))
-    except OSError:
-        return True  # not a local file (a URL, a pipe): nothing to check; read errors show anyway
+    Workers are numbered logically: DataLoader worker i plays logical worker (i + start.next_worker)
+    mod W, so that a resumed stream's first batch comes from the worker whose turn it was. The
+    shards before the start are skipped by name (drawing names is cheap), never opened."""
 
+    def __init__(self, start: StreamPosition):
+        self.start = start
 
-def read_shards(shard_dicts: Iterator[dict]) -> Iterator[dict | BadSample]:
-    """Samples of each shard in turn; a shard that cannot be opened or read to the end becomes a
-    BadSample (the samples read from it before the damage are kept) and the next shard follows.
-
-    webdataset's own `handler=` options do not fit: `reraise_exception` (the default) ends the
-    run, `ignore_and_continue` hides the loss, and `warn_and_continue` warns only inside the
-    worker process and sleeps 0.5 s per error. Each shard is read with the re-raising handler and
-    the error is caught here, per shard, so it can travel in-band to the main process."""
-    for shard in shard_dicts:
-        url = shard["url"]
-        last_key = None
-        try:
-            for sample in wds.tarfile_samples([{"url": url}]):
-                last_key = sample.get("__key__")
-                yield sample
-        except Exception as err:  # noqa: BLE001 - tarfile/OS errors vary; a bad shard is bad data
-            where = f"after key {last_key}" if last_key else "before the first sample"
-            message = err.args[0] if err.args else err  # webdataset appends stream objects to args
-            yield BadSample(url, None, f"unreadable shard ({where}): {type(err).__name__}: {message}")
-            continue
-        if last_key is None:
-            # Reported because an endless training stream over empty shards would otherwise spin
-            # forever without a batch or a word.
-            yield BadSample(url, None, "shard holds no samples")
-        elif not _tar_ends_properly(url):
-            yield BadSample(url, None, f"shard is truncated (no end-of-archive marker after key {last_key}); "
-                                       "samples after it are missing")
+    def __call__(self, shard_dicts: Iterator[dict]) -> Iterator[tuple[int, int, str]]:
+        worker, num_workers = _worker()
+        if num_workers != self.start.num_workers:
+            raise ValueError(f"a stream position for {self.start.num_workers} workers given to {num_workers}")
+        logical = (worker + self.start.next_worker) % num_workers
+        first = self.start.shards_done[logical]
+        mine = islice(take_share(shard_dicts, logical, num_workers), first, None)
+        for number, shard in enumerate(mine, start=first):
+            yield logical, number, shard["url"]
 
 
-class SeededShuffle:
-    """webdataset's buffer shuffle with an rng seeded per (seed, epoch, rank, worker)."""
+class ReadSamples:
+    """Each shard's samples in its reading order (shuffled within the shard in training, seeded by
+    the shard's place), resuming mid-shard where `start` says, as (place, raw sample) pairs.
 
-    def __init__(self, buffer_size: int, seed: int, epoch: int, rank: int):
-        self.buffer_size, self.seed, self.epoch, self.rank = buffer_size, seed, epoch, rank
+    A shard that cannot be read to its end keeps the samples before the damage and is reported
+    as a `BadSample` after them; an unreadable one is only reported. webdataset's `handler=`
+    options do not fit: `reraise_exception` ends the run, `ignore_and_continue` hides the loss,
+    `warn_and_continue` warns only inside the worker and sleeps 0.5 s per error."""
 
-    def __call__(self, samples: Iterator) -> Iterator:
-        rng = random.Random(derive_seed(self.seed, self.epoch, self.rank, _worker()[0], _SHUFFLE))
-        return wds.shuffle(self.buffer_size, initial=min(100, self.buffer_size), rng=rng)(samples)
+    def __init__(self, start: StreamPosition, *, shuffle: bool, seed: int, epoch: int, rank: int):
+        self.start, self.shuffle, self.seed, self.epoch, self.rank = start, shuffle, seed, epoch, rank
+
+    def __call__(self, shards: Iterator[tuple[int, int, str]]) -> Iterator[tuple[Place, dict | BadSample]]:
+        for worker, number, url in shards:
+            try:
+                index = index_shard(url)
+            except OSError as err:
+                yield (worker, number + 1, 0), BadSample(url, None, f"unreadable shard: {err}")
+                continue
+            order = range(len(index))
+            if self.shuffle:
+                rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, number, _SHUFFLE])
+                order = rng.permutation(len(index)).tolist()
+            begin = self.start.samples_done[worker] if number == self.start.shards_done[worker] else 0
+            if begin < len(index):
+                with open(url, "rb") as handle:
+                    for done in range(begin, len(index)):
+                        try:
+                            sample = index.read(order[done], handle)
+                        except OSError as err:
+                            sample = BadSample(url, index.keys[order[done]], f"unreadable: {err}")
+                        yield (worker, number, done + 1), sample
+            if index.damage:
+                yield (worker, number + 1, 0), BadSample(url, None, index.damage)
+            elif not len(index):
+                # reported: an endless stream over empty shards would otherwise spin without a word
+                yield (worker, number + 1, 0), BadSample(url, None, "shard holds no samples")
 
 
 def _image_bytes(sample: dict) -> bytes | None:
@@ -255,7 +270,9 @@ def _parse_meta(sample: dict) -> dict:
 
 
 class DecodeAndTransform:
-    """Raw tar sample -> {"image", "key", "meta"}, or a BadSample when the image cannot be decoded.
+    """(place, raw sample) -> (place, {"image", "key", "meta"}), or a BadSample when the image
+    cannot be decoded. The random crop and flip draw from a generator seeded by the sample's place
+    in the stream, so they are the same however the stream was reached (from the start or resumed).
 
     Only decoding failures become BadSamples: an exception in the transform is a bug and is
     raised, so that a broken transform cannot silently turn every sample into a "bad" one."""
@@ -263,39 +280,41 @@ class DecodeAndTransform:
     def __init__(self, transform: ImageTransform, seed: int, epoch: int, rank: int):
         self.transform, self.seed, self.epoch, self.rank = transform, seed, epoch, rank
 
-    def __call__(self, samples: Iterator) -> Iterator[dict | BadSample]:
+    def __call__(self, samples: Iterator[tuple[Place, dict | BadSample]]) -> Iterator[tuple[Place, dict | BadSample]]:
         needs_rng = self.transform.crop == "random" or self.transform.flip
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, _worker()[0], _AUGMENT]) if needs_rng else None
-        for sample in samples:
+        for place, sample in samples:
             if isinstance(sample, BadSample):
-                yield sample
+                yield place, sample
                 continue
             key, shard = sample.get("__key__"), sample.get("__url__", "?")
             data = _image_bytes(sample)
             if data is None:
                 present = sorted(k for k in sample if not k.startswith("__"))
-                yield BadSample(shard, key, f"no image in sample (has: {', '.join(present) or 'nothing'})")
+                yield place, BadSample(shard, key, f"no image in sample (has: {', '.join(present) or 'nothing'})")
                 continue
             try:
                 image = decode_rgb(data, min_side=self.transform.size)
             except BadImageError as err:
-                yield BadSample(shard, key, str(err))
+                yield place, BadSample(shard, key, str(err))
                 continue
-            yield {"image": self.transform(image, rng), "key": key, "meta": _parse_meta(sample)}
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, *place, _AUGMENT]) if needs_rng else None
+            yield place, {"image": self.transform(image, rng), "key": key, "meta": _parse_meta(sample)}
 
 
-def _collate(good: list[dict], bad: list[BadSample], image_size: int) -> dict:
+def _collate(good: list[dict], bad: list[BadSample], image_size: int, place: Place) -> dict:
     # np.stack rather than torch.stack: same result, without torch's thread pool (see
     # transforms.to_signed_tensor for why that matters here).
     if good:
         images = torch.from_numpy(np.stack([s["image"].numpy() for s in good]))
     else:
         images = torch.empty(0, 3, image_size, image_size)
-    return {"image": images, "key": [s["key"] for s in good], "meta": [s["meta"] for s in good], "bad": bad}
+    return {"image": images, "key": [s["key"] for s in good], "meta": [s["meta"] for s in good], "bad": bad,
+            "place": place}  # fmt: skip
 
 
 class BatchGoodSamples:
-    """Batches of `batch_size` good samples; BadSamples ride along in the batch's "bad" list.
+    """Batches of `batch_size` good samples; BadSamples ride along in the batch's "bad" list, and
+    the batch's "place" is that of the last sample it consumed.
 
     Counting only good samples keeps every batch full. Reports are flushed in an image-less batch
     when they pile up, so a run of bad samples is reported promptly and cannot grow without bound."""
@@ -303,24 +322,25 @@ class BatchGoodSamples:
     def __init__(self, batch_size: int, keep_partial: bool, image_size: int):
         self.batch_size, self.keep_partial, self.image_size = batch_size, keep_partial, image_size
 
-    def __call__(self, samples: Iterator) -> Iterator[dict]:
+    def __call__(self, samples: Iterator[tuple[Place, dict | BadSample]]) -> Iterator[dict]:
         good: list[dict] = []
         bad: list[BadSample] = []
-        for sample in samples:
+        place = None
+        for place, sample in samples:
             if isinstance(sample, BadSample):
                 bad.append(sample)
                 if len(bad) >= self.batch_size:
-                    yield _collate([], bad, self.image_size)
+                    yield _collate([], bad, self.image_size, place)
                     bad = []
                 continue
             good.append(sample)
             if len(good) == self.batch_size:
-                yield _collate(good, bad, self.image_size)
+                yield _collate(good, bad, self.image_size, place)
                 good, bad = [], []
         if good and not self.keep_partial:
             good = []  # training wants full batches; the remainder of a finished stream is dropped
         if good or bad:
-            yield _collate(good, bad, self.image_size)
+            yield _collate(good, bad, self.image_size, place)
 
 
 def _as_is(batch: Any) -> Any:
@@ -333,12 +353,12 @@ def _as_is(batch: Any) -> Any:
 
 class ImageLoader:
     """Iterable of image batches; see the module docstring. Iterating again replays the same
-    stream (same seed, epoch and rank). `skip(n)` drops the first n batches of the next iteration,
-    which is how a resumed run picks up mid-epoch: the batches that follow are exactly those the
-    interrupted run would have seen (the skipped ones are still read and decoded, not stored)."""
+    stream (same seed, epoch, rank and start). `position` is how far the batches handed out so
+    far reach: a loader made with `start=` that position continues with exactly the batches that
+    would have followed, without reading any sample before them."""
 
     def __init__(self, pipeline: wds.DataPipeline, *, shards: list[str], batch_size: int,
-                 num_workers: int, endless: bool, pin_memory: bool = False, skip_batches: int = 0):
+                 num_workers: int, endless: bool, start: StreamPosition, pin_memory: bool = False):
         self.pipeline = pipeline
         self.endless = endless
         self.shards = shards
@@ -346,14 +366,8 @@ class ImageLoader:
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.bad_samples = BadSampleLog()
-        self._skip = 0
-        self.skip(skip_batches)
-
-    def skip(self, n: int) -> ImageLoader:
-        if n < 0:
-            raise ValueError(f"cannot skip a negative number of batches ({n})")
-        self._skip = n
-        return self
+        self.start = start
+        self.position = start
 
     def _record(self, bad: BadSample) -> None:
         if self.bad_samples.record(bad):
@@ -366,12 +380,13 @@ class ImageLoader:
         loader = DataLoader(self.pipeline, batch_size=None, num_workers=self.num_workers,
                             collate_fn=_as_is, pin_memory=self.pin_memory,
                             generator=torch.Generator().manual_seed(0))
-        to_skip, self._skip = self._skip, 0
+        self.position = self.start
         consecutive_bad = 0
         for batch in loader:
             bad = batch.pop("bad")
             for item in bad:
                 self._record(item)
+            self.position = self.position.advanced(*batch.pop("place"))
             if not batch["key"]:
                 consecutive_bad += len(bad)
                 if self.endless and consecutive_bad > MAX_CONSECUTIVE_BAD_SAMPLES:
@@ -381,16 +396,14 @@ class ImageLoader:
                     )
                 continue
             consecutive_bad = 0
-            if to_skip:
-                to_skip -= 1
-                continue
             yield batch
 
 
 def make_image_loader(cfg: ImageDataConfig, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                      train: bool = True, epoch: int = 0, skip_batches: int = 0,
+                      train: bool = True, epoch: int = 0, start: StreamPosition | None = None,
                       pin_memory: bool = False) -> ImageLoader:
-    """Build the loader for one (seed, epoch, rank); see the module docstring for the semantics."""
+    """Build the loader for one (seed, epoch, rank), from the stream's beginning or from `start`
+    (a training position from `loader.position`); see the module docstring for the semantics."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not 0 <= rank < world_size:
@@ -399,23 +412,40 @@ def make_image_loader(cfg: ImageDataConfig, *, batch_size: int, seed: int, rank:
         raise ValueError(f"seed and epoch must be non-negative, got seed={seed}, epoch={epoch}")
     if cfg.num_workers < 0:
         raise ValueError(f"num_workers must be non-negative, got {cfg.num_workers}")
+    start = start or StreamPosition.start(cfg.num_workers)
+    if start.num_workers != max(1, cfg.num_workers):
+        raise ValueError(f"the stream position is for {start.num_workers} workers, data.num_workers is {cfg.num_workers}")
     shards = expand_shards(cfg.shards)
     if train:
         transform = ImageTransform(cfg.image_size, cfg.crop, cfg.flip)
     else:
         transform = ImageTransform(cfg.image_size, "center", False)
-    stages: list = [
+    pipeline = wds.DataPipeline(
         ShardNames(shards, train=train, resampled=cfg.resampled, seed=derive_seed(seed, epoch, _SHARD_ORDER)),
         functools.partial(take_share, index=rank, total=world_size),
-        take_worker_share,
-        read_shards,
-    ]
-    if train and cfg.shuffle_buffer > 1:
-        stages.append(SeededShuffle(cfg.shuffle_buffer, seed, epoch, rank))
-    stages += [
+        WorkerShards(start),
+        ReadSamples(start, shuffle=train and cfg.shuffle, seed=seed, epoch=epoch, rank=rank),
         DecodeAndTransform(transform, seed, epoch, rank),
         BatchGoodSamples(batch_size, keep_partial=not train, image_size=cfg.image_size),
-    ]
-    return ImageLoader(wds.DataPipeline(*stages), shards=shards, batch_size=batch_size,
-                       num_workers=cfg.num_workers, endless=train, pin_memory=pin_memory,
-                       skip_batches=skip_batches)
+    )
+    return ImageLoader(pipeline, shards=shards, batch_size=batch_size, num_workers=cfg.num_workers,
+                       endless=train, start=start, pin_memory=pin_memory)
+
+
+def make_resumed_train_loader(cfg: ImageDataConfig, *, batch_size: int, seed: int, rank: int, world_size: int,
+                              batches_done: int, position: torch.Tensor | None) -> ImageLoader:
+    """The training loader of a run that has consumed `batches_done` batches, continuing from the
+    checkpoint's `position` (StreamPosition.to_tensor). Without a position that fits (an older
+    checkpoint, another data.num_workers or world size), a fresh draw follows instead of a replay
+    of batches already trained on, and the log says so."""
+    start, epoch = None, 0
+    if position is not None:
+        start = StreamPosition.from_tensor(position)
+        if start.num_workers != max(1, cfg.num_workers):
+            start = None
+    if start is None and batches_done > 0:
+        log.warning("the checkpoint holds no data position for %d worker(s) on %d rank(s): the stream goes on from "
+                    "a fresh draw (epoch %d), not where it stood", max(1, cfg.num_workers), world_size, batches_done)  # fmt: skip
+        epoch = batches_done
+    return make_image_loader(cfg, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, train=True,
+                             epoch=epoch, start=start)  # fmt: skip

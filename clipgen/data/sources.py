@@ -5,8 +5,12 @@ have to pass a full decode, plus json metadata) or a `SourceFailure` (an item th
 be read, with a reason). Sources never raise for one bad item; they raise `FileNotFoundError` /
 `ValueError` up front when the source as a whole is missing or of the wrong kind.
 
-- folder:   every .jpg/.jpeg/.png/.webp/.bmp below a directory (recursive, sorted by relative path);
-            key = the relative path without its extension.
+- folder:   every .jpg/.jpeg/.png/.webp/.bmp/.gif/.tif/.tiff below a directory (recursive, sorted
+            by relative path); key = the relative path without its extension. Every other file is
+            a failure, "not an image file extension", so that nothing is left out unsaid, except a
+            sidecar (a file named like an image: `a.txt` or `a.jpg.json` beside `a.jpg`, as
+            img2dataset and photo tools write them; not read), hidden files and folders (`.git`,
+            `.DS_Store`) and the Windows folder files Thumbs.db and desktop.ini.
 - tsv:      EasyNLP / MUGE text-image TSV, one `idx \\t text \\t imgbase64` per line (a file, or a
             directory of *.tsv); the text is kept as `caption`. Two-column `idx \\t imgbase64`
             lines (MUGE's image-only files) are accepted too.
@@ -74,30 +78,51 @@ def _source_files(src: str | os.PathLike, suffix: str, what: str) -> list[Path]:
 # ---------------------------------------------------------------- folder
 
 
-def _image_paths_below(root: Path) -> list[str]:
-    """Relative POSIX paths of image files below `root`, sorted. os.walk does not follow
-    symlinked directories, so a link loop cannot make the walk endless."""
-    found = []
+_NOT_REPORTED = frozenset({"thumbs.db", "desktop.ini"})  # Windows folder files, lower case
+
+
+def _files_below(root: Path) -> tuple[list[str], list[str]]:
+    """(image files, files that are neither images nor sidecars) below `root`: relative POSIX
+    paths, each list sorted. os.walk does not follow symlinked directories, so a link loop cannot
+    make the walk endless. Images in hidden folders are found as before; only the report of other
+    files leaves hidden ones out (a `.git` folder alone would list thousands)."""
+    images, others = [], []
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
-            if Path(name).suffix.lower() in FOLDER_IMAGE_SUFFIXES:
-                found.append(Path(dirpath, name).relative_to(root).as_posix())
-    return sorted(found)
+            rel = Path(dirpath, name).relative_to(root)
+            if rel.suffix.lower() in FOLDER_IMAGE_SUFFIXES:
+                images.append(rel.as_posix())
+            elif not any(part.startswith(".") for part in rel.parts) and name.lower() not in _NOT_REPORTED:
+                others.append(rel.as_posix())
+    # a sidecar without its last suffix is an image's key (a.txt) or its whole path (a.jpg.json)
+    named_like_an_image = {_without_suffix(rel) for rel in images} | set(images)
+    strays = [rel for rel in others if _without_suffix(rel) not in named_like_an_image]
+    return sorted(images), sorted(strays)
+
+
+def _without_suffix(rel: str) -> str:
+    return rel[: -len(Path(rel).suffix)] if Path(rel).suffix else rel
 
 
 def iter_folder(root: str | os.PathLike) -> Iterator[SourceItem]:
-    """Every image file below `root`; unreadable files come back as failures."""
+    """Every image file below `root`, in order of relative path; unreadable files, and files that
+    are not images by extension (see the module docstring), come back as failures."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"source folder not found: {root}")
     if not root.is_dir():
         raise NotADirectoryError(f"source is not a folder: {root}")
-    return _folder_items(root, _image_paths_below(root))
+    return _folder_items(root, *_files_below(root))
 
 
-def _folder_items(root: Path, relative_paths: list[str]) -> Iterator[SourceItem]:
-    for rel in relative_paths:
-        key = rel.rsplit(".", 1)[0]
+def _folder_items(root: Path, images: list[str], strays: list[str]) -> Iterator[SourceItem]:
+    stray_set = set(strays)
+    for rel in sorted(images + strays):
+        key = _without_suffix(rel)
+        if rel in stray_set:
+            suffix = Path(rel).suffix
+            yield SourceFailure(key, rel, f"not an image file extension ({suffix or 'none'})")
+            continue
         try:
             data = (root / rel).read_bytes()
         except OSError as err:

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 import webdataset as wds
 
+from clipgen.data.decode import IMAGE_EXTENSIONS
 from clipgen.engine.atomic import atomic_write
 
 
@@ -54,6 +55,8 @@ def iter_token_shard(path: str | Path) -> Iterator[dict[str, Any]]:
     """Samples of one token shard: key, codes (int [h, w]), clip (float16 [D]), text (float16 [D]
     or None), meta; arrays keep the dtypes they were stored in."""
     for raw in wds.tarfile_samples([{"url": str(path)}]):
+        if "codes.npy" not in raw:
+            raise ValueError(_not_a_token_shard(path, raw))
         yield {
             "key": raw["__key__"],
             "codes": _load_npy(raw["codes.npy"]),
@@ -61,6 +64,15 @@ def iter_token_shard(path: str | Path) -> Iterator[dict[str, Any]]:
             "text": _load_npy(raw["text.npy"]) if "text.npy" in raw else None,
             "meta": json.loads(raw["json"]) if "json" in raw else {},
         }
+
+
+def _not_a_token_shard(path: str | Path, raw: dict[str, Any]) -> str:
+    parts = sorted(k for k in raw if not k.startswith("__"))
+    if any(part.lower() in IMAGE_EXTENSIONS for part in parts):
+        return (f"{path} holds images ({', '.join(parts)}), not tokens: these look like image shards (from clipgen "
+                "make-shapes or convert); run `clipgen extract` on them first and train on the token shards it writes")
+    return (f"{path}: sample {raw['__key__']!r} has no codes.npy (it holds {', '.join(parts) or 'nothing'}), "
+            "so it is not a token shard from `clipgen extract`")
 
 
 def _load_npy(data: bytes) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Sequence
@@ -9,6 +10,15 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+log = logging.getLogger("clipgen.encoders")
+_SHOWN_CHARACTERS = 30
+
+
+def warn_prompt_cut(text: str, max_tokens: int) -> None:
+    """Say a prompt was cut, showing its start only: a page of pasted text must not flood the log."""
+    shown = text if len(text) <= _SHOWN_CHARACTERS else f"{text[:_SHOWN_CHARACTERS]}… ({len(text)} characters)"
+    log.warning("prompt cut to %d tokens: %r", max_tokens, shown)
 
 
 class ClipEncoder(ABC):

@@ -9,13 +9,12 @@ vocab file for a corpus that has none (the shapes-zh demo).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
-log = logging.getLogger("clipgen.encoders")
+from clipgen.encoders.base import warn_prompt_cut
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -44,7 +43,7 @@ class CaptionTokenizer:
                 raise ValueError(f"text {i} is empty: a prompt needs at least one visible character")
             ids = self.tokenizer.encode(text, add_special_tokens=False)
             if len(ids) > self.length:
-                log.warning("prompt cut to %d tokens: %r", self.length, text)
+                warn_prompt_cut(text, self.length)
                 ids = ids[: self.length]
             rows.append(ids + [self.tokenizer.pad_token_id] * (self.length - len(ids)))
         return torch.tensor(rows, dtype=torch.long).view(len(rows), self.length)

@@ -8,13 +8,11 @@ length the released models were trained with.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 
-from clipgen.encoders.base import ClipEncoder, require_path
+from clipgen.encoders.base import ClipEncoder, require_path, warn_prompt_cut
 
-log = logging.getLogger("clipgen.encoders")
 TEXT_MAX_LENGTH = 52
 
 
@@ -44,7 +42,7 @@ class ChineseClipEncoder(ClipEncoder):
         lengths = self.processor.tokenizer(texts, add_special_tokens=True)["input_ids"]
         for text, ids in zip(texts, lengths):
             if len(ids) > self.max_text_tokens:
-                log.warning("prompt cut to %d tokens: %r", self.max_text_tokens, text)
+                warn_prompt_cut(text, self.max_text_tokens)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         out = self.model.get_text_features(**inputs)
         return out.pooler_output if hasattr(out, "pooler_output") else out

@@ -10,13 +10,10 @@ Two local directories, as `save_pretrained` writes them:
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 
-from clipgen.encoders.base import ClipEncoder, require_path
-
-log = logging.getLogger("clipgen.encoders")
+from clipgen.encoders.base import ClipEncoder, require_path, warn_prompt_cut
 
 
 class TaiyiClipEncoder(ClipEncoder):
@@ -66,7 +63,7 @@ class TaiyiClipEncoder(ClipEncoder):
         lengths = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
         for text, ids in zip(texts, lengths):
             if len(ids) > self.max_text_tokens:
-                log.warning("prompt cut to %d tokens: %r", self.max_text_tokens, text)
+                warn_prompt_cut(text, self.max_text_tokens)
         # the attention mask goes in too (IDEA-CCNL's example passes input_ids alone), so padding
         # does not change a prompt's embedding with the batch it lands in
         inputs = {k: v.to(self.device) for k, v in inputs.items()}

@@ -12,7 +12,6 @@ A trained toy CLIP is a directory: config.json, model.safetensors, vocab.json (i
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipgen.config import from_dict, to_dict
-from clipgen.encoders.base import ClipEncoder, require_path
+from clipgen.encoders.base import ClipEncoder, require_path, warn_prompt_cut
 
-log = logging.getLogger("clipgen.encoders")
 FORMAT_TAG = "clipgen-toy-clip"
 PAD, UNK, CLS = 0, 1, 2
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]"]
@@ -167,5 +165,5 @@ class ToyClipEncoder(ClipEncoder):
         ids, cut = self.model.tokenizer(texts)
         for text, was_cut in zip(texts, cut):
             if was_cut:
-                log.warning("prompt cut to %d tokens: %r", self.max_text_tokens, text)
+                warn_prompt_cut(text, self.max_text_tokens)
         return self.model.text(ids.to(self.device))

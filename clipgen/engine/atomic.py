@@ -8,6 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+TEMP_SUFFIX = ".tmp"
+
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
@@ -19,7 +22,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -30,6 +33,21 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_leftover_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files `atomic_write` left under `directory` when its process was
+    killed mid-write (kill -9 skips the clean-up), and return them. Only for a directory no
+    live process writes to, e.g. a run directory whose lock this process holds."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for leftover in sorted(directory.rglob(f".*{TEMP_SUFFIX}")):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
 
 
 def check_or_record_settings(path: str | Path, settings: dict, record: bool = True) -> None:

@@ -8,8 +8,11 @@ untrusted source cannot run code on load. Files are `step_{N:08d}.pt` in the run
 
 from __future__ import annotations
 
+import errno
+import logging
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,12 @@ import numpy as np
 import torch
 
 from clipgen.engine.atomic import atomic_write
+from clipgen.errors import ClearError
+
+log = logging.getLogger("clipgen.train")
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
+_NEARLY_FULL_BYTES = 16 * 2**20
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -58,14 +65,66 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+class CheckpointWriteError(ClearError, OSError):
+    """A checkpoint could not be written (e.g. the disk is full); the earlier ones are untouched."""
+
+
+def _disk_full(err: BaseException, directory: Path) -> bool:
+    # the errno where there is one; else (a RuntimeError from torch's zip writer) the free space
+    chain: BaseException | None = err
+    while chain is not None:
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    try:
+        return shutil.disk_usage(directory).free < _NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
 def save_checkpoint(directory: str | Path, step: int, payload: dict[str, Any], keep_last: int = 2) -> Path:
     path = checkpoint_path(directory, step)
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_write(path) as tmp, open(tmp, "wb") as handle:
+            # through a Python file: a failed write then raises OSError with its errno (ENOSPC),
+            # where torch writing to a path itself says only "unexpected pos ..."
+            torch.save(payload, handle)
+    except (OSError, RuntimeError) as err:
+        kept = ", ".join(p.name for _, p in list_checkpoints(directory)) or "none yet"
+        if _disk_full(err, path.parent):
+            raise CheckpointWriteError(
+                f"the disk is full: cannot write {path} (free on that filesystem: "
+                f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB); the previous checkpoints are intact "
+                f"({kept}): free some space and resume"
+            ) from None
+        raise CheckpointWriteError(f"cannot write {path}: {_first_line(err)}; the previous checkpoints are intact ({kept})") from None
     if keep_last > 0:
         for _, old in list_checkpoints(directory)[:-keep_last]:
             old.unlink(missing_ok=True)
     return path
+
+
+class UnreadableCheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded (truncated, empty, foreign, unsafe)."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def why_unreadable(path: Path, err: BaseException) -> str:
+    """A short reason, never torch's advice to load again with weights_only=False."""
+    if path.is_file() and path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    text = str(err)
+    if "Weights only load failed" in text:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        what = f" ({refused.group(1)})" if refused else ""
+        return f"it holds Python objects{what} that safe loading refuses to run: not a file of plain tensors"
+    if "central directory" in text or "zip archive" in text or isinstance(err, EOFError):
+        return "truncated or not a torch checkpoint"
+    return f"{type(err).__name__}: {_first_line(err)}"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -73,11 +132,32 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which, never half-load
-        raise ValueError(f"{path} is not a readable clipgen checkpoint: {err}") from err
+        raise UnreadableCheckpointError(f"{path} is not a readable checkpoint: {why_unreadable(path, err)}") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise UnreadableCheckpointError(f"{path} is not a readable checkpoint: it holds no training state")
+    return state
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
     found = list_checkpoints(directory)
     return found[-1][1] if found else None
+
+
+def load_latest_readable(directory: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads, with its state; None when there is none at all.
+
+    An unreadable newer one (a disk that lost the file's tail, a file copied in by hand) is
+    skipped with a warning that says why, so a requeued job falls back instead of failing forever.
+    """
+    skipped = []
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            return path, load_checkpoint(path)
+        except UnreadableCheckpointError as err:
+            log.warning("skipping %s", err)
+            skipped.append(str(err))
+    if skipped:
+        raise UnreadableCheckpointError(f"no readable checkpoint in {directory}: " + "; ".join(skipped))
+    return None

@@ -4,18 +4,44 @@ torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. Under 
 (one task per GPU, no torchrun) only SLURM's variables exist, so they are translated; the master
 address is the first host of the job's node list, and the port is derived from the job id so
 concurrent jobs on one node do not collide. NCCL is used on GPUs, gloo on CPUs.
+
+Elastic training: a rank that dies (a kill, an OOM, a lost GPU) is replaced when torchrun is given
+restarts; the agent stops the survivors and starts a new round of workers with the same command
+line, which continue the run from its newest checkpoint:
+
+    torchrun --nnodes=1 --nproc_per_node=8 --max-restarts=3 \
+        --rdzv-backend=c10d --rdzv-endpoint=$HOST:29500 train_gpt.py --config ... --set run.out_dir=runs/x
+
+(`--standalone` on one node, and `--master-addr/--master-port` work too; on several nodes give
+each the same `--rdzv-endpoint` and `--rdzv-id`). torchrun's agent keeps one key-value store for
+the whole job and points every round's workers at it (TORCHELASTIC_USE_AGENT_STORE=True). The
+`env://` start of `init_process_group` writes its keys there under fixed names, so a restarted
+round would read the dead round's gloo/NCCL addresses and dial them: a refused connection at once,
+or a hang in connect. Here the ranks of each round first agree on a fresh namespace in that store
+(`_agree_on_round`), and the process group lives under it. With no restarts left, the agent stops
+the other workers as soon as one dies, and torchrun exits non-zero.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import re
 import socket
+import time
+import uuid
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger("clipgen.dist")
+
+# How long a collective may wait for the slowest rank before it fails: generous, because on a GPU
+# run rank 0 may evaluate or write a large checkpoint for many minutes while the others wait at a
+# barrier. Nothing in a restart waits for it: torchrun's agent stops the survivors of a dead rank.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -24,6 +50,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    restart_count: int = 0  # torchrun's restarts of the worker group so far (0: the first round)
 
     @property
     def is_main(self) -> bool:
@@ -68,8 +95,12 @@ def process_group_backend(use_cuda: bool) -> str:
     return "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group when launched with several processes; pick this rank's device."""
+def init_distributed(device: str = "auto", timeout: datetime.timedelta = COLLECTIVE_TIMEOUT) -> DistInfo:
+    """Join the process group when launched with several processes; pick this rank's device.
+
+    `timeout` bounds a collective (and the wait for the other ranks to start); a restart after a
+    dead rank does not wait for it.
+    """
     _env_from_slurm()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -82,18 +113,98 @@ def init_distributed(device: str = "auto") -> DistInfo:
         torch_device = torch.device("cuda", device_index)
     else:
         torch_device = torch.device("cpu")
+    job_store = _agent_job_store(timeout)
     if world_size > 1 and not dist.is_initialized():
+        if job_store is not None:  # torchrun: the keys of this round, not of the dead ones
+            round_store = _round_namespace(job_store, rank, world_size, timeout)
+            where = {"store": round_store, "rank": rank, "world_size": world_size}
+        else:
+            where = {}  # env:// (MASTER_ADDR/MASTER_PORT): rank 0 hosts a new store
         dist.init_process_group(
             backend=process_group_backend(use_cuda),
-            timeout=datetime.timedelta(minutes=30),
+            timeout=timeout,
+            **where,
             **({"device_id": torch_device} if use_cuda else {}),
         )
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device)
+    restart_count = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device, restart_count=restart_count)
+
+
+# --- torchrun's store: one for the whole job, shared by all its rounds ----------------------------
+
+_job_store: dist.Store | None = None  # the agent's store, prefixed with this job's id; None elsewhere
+
+_POLL_SECONDS = 0.2
+
+
+def _agent_job_store(timeout: datetime.timedelta) -> dist.Store | None:
+    """A client of the store torchrun's agent serves at MASTER_ADDR:MASTER_PORT, if it serves one."""
+    global _job_store
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None  # no agent store (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1): rank 0 hosts a new one per round
+    if _job_store is None:
+        client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+        _job_store = dist.PrefixStore(f"clipgen/{os.environ.get('TORCHELASTIC_RUN_ID', 'none')}", client)
+    return _job_store
+
+
+def _round_namespace(job_store: dist.Store, rank: int, world_size: int, timeout: datetime.timedelta) -> dist.Store:
+    """The part of the agent's store that only this round's workers use."""
+    token = _agree_on_round(job_store, rank, world_size, timeout)
+    log.debug("rank %d joins round %s (restart %s)", rank, token, os.environ.get("TORCHELASTIC_RESTART_COUNT"))
+    return dist.PrefixStore(f"round/{token}/pg", job_store)
+
+
+def _agree_on_round(store: dist.Store, rank: int, world_size: int, timeout: datetime.timedelta) -> str:
+    """Rank 0 names the round with a fresh token; every other rank learns it, never a dead round's.
+
+    The store still holds the keys of earlier rounds, so reading "the leader's token" alone may give
+    a token whose rank 0 is dead. A rank therefore posts a fresh nonce of its own under the token it
+    read, and takes the token only once rank 0 has answered that nonce, which a dead rank 0 never
+    does; it then reads the token again, until this round's rank 0 has written it. (The restart count
+    cannot name the round: on several nodes each agent counts only its own workers' failures.)
+    """
+    deadline = time.monotonic() + timeout.total_seconds()
+    if rank == 0:
+        token = uuid.uuid4().hex
+        store.set("round/leader", token)
+        acks = [f"round/{token}/ack/{r}" for r in range(1, world_size)]
+        store.wait(acks, timeout)
+        for key in acks:
+            store.set(f"round/confirmed/{store.get(key).decode()}", token)
+        return token
+    nonce = uuid.uuid4().hex
+    posted = None
+    while True:
+        token = store.get("round/leader").decode()  # blocks (up to the timeout) until a rank 0 wrote one
+        if token != posted:
+            store.set(f"round/{token}/ack/{rank}", nonce)
+            posted = token
+        if store.check([f"round/confirmed/{nonce}"]):
+            return store.get(f"round/confirmed/{nonce}").decode()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {rank}: rank 0 of this round did not answer within {timeout}")
+        time.sleep(_POLL_SECONDS)
+
+
+def set_job_value(key: str, value: str) -> None:
+    """Remember `value` for the later rounds of this torchrun job (nothing outside torchrun)."""
+    if _job_store is not None:
+        _job_store.set(f"job/{key}", value)
+
+
+def get_job_value(key: str) -> str | None:
+    """What an earlier round of this torchrun job remembered under `key`; None if nothing."""
+    if _job_store is None or not _job_store.check([f"job/{key}"]):
+        return None
+    return _job_store.get(f"job/{key}").decode()
 
 
 def cleanup_distributed() -> None:
+    global _job_store
     if dist.is_initialized():
         dist.destroy_process_group()
+    _job_store = None
 
 
 def barrier() -> None:

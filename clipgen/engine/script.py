@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,8 +46,13 @@ def resolve_config(config_cls: type, args: argparse.Namespace) -> Any:
 
 
 def run_training(args: argparse.Namespace, config_cls: type, make_task: Callable, model_config: Callable) -> int:
-    """Load the config, join the process group, train, and print the final metrics as JSON."""
-    from clipgen.engine.dist import cleanup_distributed, init_distributed
+    """Load the config, join the process group, train, and print the final metrics as JSON.
+
+    Under `torchrun --max-restarts=K` a round of workers that replaces one with a dead rank gets
+    the same command line; it continues the run dir from its newest checkpoint when an earlier
+    round of the same torchrun job started that run dir (never a run the job found there).
+    """
+    from clipgen.engine.dist import cleanup_distributed, get_job_value, init_distributed, set_job_value
     from clipgen.engine.logging import setup_console_logging
     from clipgen.engine.trainer import Trainer, prepare_run_dir
 
@@ -55,8 +61,22 @@ def run_training(args: argparse.Namespace, config_cls: type, make_task: Callable
     setup_console_logging(info.is_main)
     try:
         resume = args.resume is not None
-        prepare_run_dir(cfg, cfg.run, info, resume)
+        if info.restart_count > 0 and not resume:
+            # every rank reads the same value from torchrun's store, so all of them decide alike
+            resume = get_job_value("run_dir") == cfg.run.out_dir
+            if info.is_main:
+                log.warning(
+                    "torchrun restart %d (of at most %s): %s", info.restart_count, os.environ.get("TORCHELASTIC_MAX_RESTARTS", "?"),
+                    f"continuing {cfg.run.out_dir} from its newest checkpoint" if resume
+                    else f"starting as in the first round: no earlier round of this job started {cfg.run.out_dir}"
+                    " (with --resume, every round continues the run dir)",
+                )  # fmt: skip
+        # the task first: what it finds wrong with the settings (data, models, paths) stops the run
+        # before anything is written to the run dir
         task = make_task(cfg, info)
+        prepare_run_dir(cfg, cfg.run, info, resume)
+        if info.is_main:  # the run dir is this job's now: a restarted round continues it
+            set_job_value("run_dir", cfg.run.out_dir)
         result = Trainer(cfg.run, task, info, model_config(cfg)).fit(resume=resume)
         if info.is_main:
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))

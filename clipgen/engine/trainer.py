@@ -17,10 +17,12 @@ from typing import Any, Iterator, Literal, Protocol
 
 import torch
 
-from clipgen.config import ConfigError, from_dict, save_config, to_dict
+from clipgen.config import ConfigError, check_fields, from_dict, save_config, to_dict
 from clipgen.engine import checkpoint as ckpt
+from clipgen.engine.atomic import remove_leftover_temporaries
 from clipgen.engine.dist import DistInfo, all_reduce_sum, barrier
 from clipgen.engine.logging import RunLogger
+from clipgen.engine.run_lock import RunDirBusyError, lock_run_dir, unlock_run_dir
 
 log = logging.getLogger("clipgen.train")
 
@@ -43,11 +45,31 @@ class RunConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False  # torch.compile the model
 
+    def __post_init__(self):
+        # caught when the config is read, not after the run (max_steps 0 would export an untrained model)
+        check_fields(self, [
+            ("out_dir", bool(self.out_dir.strip()), "a directory"),
+            ("seed", self.seed >= 0, "≥ 0"),
+            ("max_steps", self.max_steps >= 1, "≥ 1"),
+            ("max_minutes", 0 <= self.max_minutes < float("inf"), "a finite number ≥ 0 (0: no limit)"),
+            *((name, getattr(self, name) >= 1, "≥ 1") for name in ("batch_size", "grad_accum", "log_every")),
+            *((name, getattr(self, name) >= 0, "≥ 0 (0: only at the end)") for name in ("eval_every", "ckpt_every")),
+            ("image_every", self.image_every >= 0, "≥ 0 (0: never)"),
+            ("keep_checkpoints", self.keep_checkpoints >= 0, "≥ 0 (0: keep all)"),
+            ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1) (0: no EMA)"),
+        ])  # fmt: skip
+
 
 class Task(Protocol):
     """What a stage gives the loop."""
 
-    def train_batches(self, skip_batches: int) -> Iterator[dict[str, Any]]: ...
+    # the batches from where the run stands: `batches_done` so far, and this rank's data position
+    # as `data_position` gave it at the last checkpoint (None: at the start, or not recorded)
+    def train_batches(self, batches_done: int, position: torch.Tensor | None) -> Iterator[dict[str, Any]]: ...
+
+    # how far this rank's stream is consumed, as a fixed-shape int64 tensor (the same shape on
+    # every rank); None when the batches are a function of their number alone
+    def data_position(self) -> torch.Tensor | None: ...
 
     def train_step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, float]: ...
 
@@ -73,17 +95,36 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+def _on_any_rank(flag: bool) -> bool:
+    return all_reduce_sum(torch.tensor([float(flag)])).item() > 0
+
+
 def prepare_run_dir(config: Any, run: RunConfig, info: DistInfo, resume: bool) -> Path:
-    """Create the run dir and save the resolved config; refuse to clobber a finished run."""
+    """Lock the run dir (rank 0), refuse to clobber a finished run, clear what killed writes left,
+    and save the resolved config. `Trainer.fit` releases the lock when training ends."""
     run_dir = Path(run.out_dir)
-    # checked on every rank, so that all of them stop rather than wait for rank 0 at a barrier
-    if not resume and ckpt.latest_checkpoint(run_dir / "checkpoints"):
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another run.out_dir")
+    busy = ""
     if info.is_main:
-        saved = run_dir / "config.yaml"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, saved)
-    barrier()
+        try:
+            lock_run_dir(run_dir)
+        except RunDirBusyError as err:
+            busy = str(err)
+    # every rank learns rank 0's answer, so that none waits at a barrier for a rank that stopped
+    if _on_any_rank(bool(busy)):
+        raise RunDirBusyError(busy or f"{run_dir} is in use by another training process (rank 0 could not lock it)")
+    try:
+        # checked on every rank, so that all of them stop rather than wait for rank 0 at a barrier
+        if not resume and ckpt.latest_checkpoint(run_dir / "checkpoints"):
+            raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another run.out_dir")
+        if info.is_main:
+            for leftover in remove_leftover_temporaries(run_dir):
+                log.info("removed %s, left by a write that was interrupted", leftover)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, run_dir / "config.yaml")
+        barrier()
+    except BaseException:
+        unlock_run_dir(run_dir)
+        raise
     return run_dir
 
 
@@ -111,10 +152,14 @@ class Trainer:
     def save(self) -> None:
         # every rank builds the state (a task may sum statistics across ranks); rank 0 writes
         task_state = self.task.state_dict()
+        data = {"batches": self.step * self.run.grad_accum, **self._data_layout()}
+        position = self.task.data_position()
+        if position is not None:
+            data["positions"] = self._gather_positions(position)
         if self.info.is_main:
             payload = {
                 "step": self.step,
-                "data": {"batches": self.step * self.run.grad_accum, **self._data_layout()},
+                "data": data,
                 "model_config": to_dict(self.model_config),
                 "task": task_state,
                 "rng": ckpt.capture_rng_state(),
@@ -127,13 +172,20 @@ class Trainer:
         """What the batch sequence depends on besides the seed: replaying it needs the same."""
         return {"world_size": self.info.world_size, "batch_size": self.run.batch_size}
 
-    def resume(self) -> int:
-        """Load the newest checkpoint, if any; returns the number of batches already consumed."""
-        path = ckpt.latest_checkpoint(self.ckpt_dir)
-        if path is None:
+    def _gather_positions(self, position: torch.Tensor) -> torch.Tensor:
+        """Every rank's data position, [world_size, ...]: one sum of rows that are zero elsewhere."""
+        rows = torch.zeros((self.info.world_size, *position.shape), dtype=torch.int64)
+        rows[self.info.rank] = position
+        return all_reduce_sum(rows)
+
+    def resume(self) -> tuple[int, torch.Tensor | None]:
+        """Load the newest readable checkpoint, if any; returns the number of batches already
+        consumed and this rank's data position (None when there is none to continue from)."""
+        found = ckpt.load_latest_readable(self.ckpt_dir)
+        if found is None:
             log.info("no checkpoint in %s: starting from scratch", self.ckpt_dir)
-            return 0
-        state = ckpt.load_checkpoint(path)
+            return 0, None
+        path, state = found
         _check_same_model(state["model_config"], self.model_config, path)
         saved_layout = {k: state["data"].get(k) for k in self._data_layout()}
         if saved_layout != self._data_layout():
@@ -148,7 +200,9 @@ class Trainer:
         else:  # only rank 0's RNG is saved: rank 0 makes every random choice that is shared
             torch.manual_seed(self.run.seed + self.info.rank + self.step)
         log.info("resumed from %s at step %d", path, self.step)
-        return int(state["data"]["batches"])
+        positions = state["data"].get("positions")
+        same_ranks = positions is not None and len(positions) == self.info.world_size
+        return int(state["data"]["batches"]), positions[self.info.rank] if same_ranks else None
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -160,10 +214,17 @@ class Trainer:
         return all_reduce_sum(flag).item() > 0
 
     def fit(self, resume: bool = False) -> dict[str, float]:
+        try:
+            return self._fit(resume)
+        finally:
+            if self.info.is_main:  # the lock prepare_run_dir took
+                unlock_run_dir(self.run_dir)
+
+    def _fit(self, resume: bool) -> dict[str, float]:
         run = self.run
-        skip = self.resume() if resume else 0
+        batches_done, position = self.resume() if resume else (0, None)
         logger = RunLogger(self.run_dir, self.info.is_main, run.max_steps, self.step)
-        batches = self.task.train_batches(skip_batches=skip)
+        batches = self.task.train_batches(batches_done, position)
         started, last_eval = time.time(), {}
         try:
             while self.step < run.max_steps:
@@ -186,9 +247,9 @@ class Trainer:
                     break
             if not last_eval:  # resumed a run that had already finished: report it anyway
                 last_eval = self.task.evaluate(self.step)
+            if self.info.is_main:
+                self.task.export(self.run_dir)
+            barrier()
         finally:
             logger.close()
-        if self.info.is_main:
-            self.task.export(self.run_dir)
-        barrier()
         return {"step": self.step, "minutes": (time.time() - started) / 60, **last_eval}

@@ -97,14 +97,25 @@ class LPIPS(nn.Module):
         return total
 
 
+def _load_state(path: str | Path, flag: str) -> dict[str, torch.Tensor]:
+    from clipgen.engine.checkpoint import why_unreadable
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a file that is not a state dict
+        raise ValueError(f"{flag} {path} is not a readable torch state dict: {why_unreadable(Path(path), err)}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{flag} {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
 def convert_lpips_weights(vgg16_path: str | Path, lin_path: str | Path, out_path: str | Path) -> None:
     """Combine torchvision's VGG16 weights and lpips' linear heads into one safetensors file."""
     from safetensors.torch import save_file
 
     from clipgen.engine.atomic import atomic_write
 
-    vgg = torch.load(vgg16_path, map_location="cpu", weights_only=True)
-    lin = torch.load(lin_path, map_location="cpu", weights_only=True)
+    vgg, lin = _load_state(vgg16_path, "--vgg16"), _load_state(lin_path, "--lin")
     state = {f"vgg.{k}": v for k, v in vgg.items() if k.startswith("features.")}
     state = {k: v for k, v in state.items() if int(k.split(".")[2]) <= _TAP_AFTER[-1]}
     state.update({k: v for k, v in lin.items() if k.startswith("lin")})

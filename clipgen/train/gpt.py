@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from clipgen.config import ConfigError, save_config
+from clipgen.config import ConfigError, check_fields, from_dict, save_config
 from clipgen.data.loader import derive_seed
 from clipgen.data.token_dataset import TokenData
 from clipgen.encoders.gap import GapBridge, GapConfig
@@ -36,6 +37,7 @@ from clipgen.engine.logging import RunLogger
 from clipgen.engine.schedule import lr_factor
 from clipgen.engine.trainer import RunConfig, autocast_context, autocast_dtype
 from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups
+from clipgen.sampling import SamplingSettings
 from clipgen.train.muon import MuonWithAdamW, is_hidden_matrix
 
 log = logging.getLogger("clipgen.train")
@@ -84,6 +86,14 @@ class GPTSampleConfig:
     top_k: int = 0
     temperature: float = 1.0
 
+    def __post_init__(self):
+        # refused when the config is read, not at the first grid or at export (sampling.yaml)
+        check_fields(self, [
+            ("prompts", all(isinstance(p, str) and p.strip() for p in self.prompts), "prompts with a visible character"),
+            ("images_per_prompt", self.images_per_prompt >= 1, "≥ 1"),
+        ])  # fmt: skip
+        SamplingSettings(guidance_scale=self.guidance_scale, top_k=self.top_k, temperature=self.temperature)
+
 
 @dataclass
 class GPTTrainConfig:
@@ -119,13 +129,23 @@ def _read_lines(path: str) -> list[str]:
     return texts
 
 
+def _load_tokens(spec: str, key: str) -> TokenData:
+    if not spec.strip():
+        raise ConfigError(f"{key} is empty: set it to the token shards `clipgen extract` wrote")
+    try:
+        return TokenData.load(spec)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{key}: {err}") from None
+
+
 class GPTTask:
     def __init__(self, cfg: GPTTrainConfig, info: DistInfo):
         self.cfg, self.info, self.device = cfg, info, info.device
         self.amp_dtype = autocast_dtype(cfg.run, self.device)
-        self.train_data = TokenData.load(cfg.data.train)
-        self.val_data = TokenData.load(cfg.data.val) if cfg.data.val else None
+        self.train_data = _load_tokens(cfg.data.train, "data.train")
+        self.val_data = _load_tokens(cfg.data.val, "data.val") if cfg.data.val else None
         self._check_shapes()
+        self._check_vqgan()
         self.clip = self._load_clip() if cfg.condition.clip else None
         self._vqgan = None  # loaded at the first sample grid
         self.bridge = self._build_bridge()
@@ -156,6 +176,32 @@ class GPTTask:
             raise ConfigError(f"model.cond_dim {cfg.cond_dim} != CLIP width {data.clip.shape[1]} in {self.cfg.data.train}")
         if int(data.codes.max()) >= cfg.vocab_size:
             raise ConfigError(f"model.vocab_size {cfg.vocab_size} is smaller than the codes in {self.cfg.data.train}")
+
+    def _check_vqgan(self) -> None:
+        """condition.vqgan decodes the sample grids and, later, every image drawn from this run: a
+        directory that is not a VQGAN, or one whose tokens are not the model's, is refused at the
+        start (from its config.json; the weights load at the first grid)."""
+        from clipgen.models.vqgan import FORMAT_TAG, VQGANConfig, vqgan_model_dir
+        from clipgen.models.weights import CONFIG_NAME, WEIGHTS_NAME
+
+        named = self.cfg.condition.vqgan
+        if not named:
+            return
+        model_dir = vqgan_model_dir(named)
+        if not ((model_dir / CONFIG_NAME).is_file() and (model_dir / WEIGHTS_NAME).is_file()):
+            raise ConfigError(f"condition.vqgan {named} holds no VQGAN: neither it nor its model/ (where a finished "
+                              f"train_vqgan.py run exports one) has {CONFIG_NAME} and {WEIGHTS_NAME}")  # fmt: skip
+        meta = json.loads((model_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+        found = meta.pop("format", None)
+        if found != FORMAT_TAG:
+            what = f"a {found} model" if found else "no clipgen model"
+            raise ConfigError(f"condition.vqgan {named} holds {what}, not a VQGAN ({model_dir / CONFIG_NAME}); "
+                              "name the VQGAN run the token shards were extracted with")  # fmt: skip
+        vqgan, model = from_dict(VQGANConfig, meta), self.cfg.model
+        if vqgan.token_grid**2 != model.block_size or vqgan.n_embed < model.vocab_size:
+            raise ConfigError(f"condition.vqgan {named} makes {vqgan.token_grid}x{vqgan.token_grid} tokens from "
+                              f"{vqgan.n_embed} codes; model.block_size {model.block_size} and model.vocab_size "
+                              f"{model.vocab_size} do not fit it")  # fmt: skip
 
     def _load_clip(self):
         from clipgen.encoders import load_clip_spec
@@ -194,12 +240,15 @@ class GPTTask:
 
     # --- training --------------------------------------------------------------------------------
 
-    def train_batches(self, skip_batches: int) -> Iterator[dict[str, Any]]:
-        # batch n of the run is a pure function of (seed, rank, n): resuming skips by counting
-        accum, n = self.cfg.run.grad_accum, skip_batches
+    def train_batches(self, batches_done: int, position: None = None) -> Iterator[dict[str, Any]]:
+        # batch n of the run is a pure function of (seed, rank, n): resuming starts at n at once
+        accum, n = self.cfg.run.grad_accum, batches_done
         while True:
             yield self.train_data.batch(self.cfg.run.batch_size, self.cfg.run.seed, self.info.rank, n // accum, n % accum)
             n += 1
+
+    def data_position(self) -> None:
+        return None  # nothing to record: the batches follow from their number
 
     def _condition(self, batch: dict, split: str, step: int, micro: int, train: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         seed = derive_seed(self.cfg.run.seed, self.info.rank, step, micro, 7)
@@ -324,7 +373,7 @@ class GPTTask:
         and for the text-token baseline its own copy of the caption vocab file."""
         from clipgen.engine.atomic import atomic_write
         from clipgen.models.gpt import save_gpt
-        from clipgen.sampling import SamplingSettings, write_run_sampling
+        from clipgen.sampling import write_run_sampling
 
         save_gpt(self.eval_model(), run_dir / "model")
         self.bridge.save(run_dir)

@@ -13,7 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from clipgen.config import ConfigError
-from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader
+from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader, make_resumed_train_loader
 from clipgen.engine.dist import DistInfo, all_reduce_sum
 from clipgen.engine.ema import EMA
 from clipgen.engine.logging import RunLogger
@@ -101,12 +101,15 @@ class VQGANTask:
 
     # --- data ------------------------------------------------------------------------------------
 
-    def train_batches(self, skip_batches: int) -> Iterator[dict[str, Any]]:
-        self.train_loader = make_image_loader(
-            self.cfg.data, batch_size=self.cfg.run.batch_size, seed=self.cfg.run.seed,
-            rank=self.info.rank, world_size=self.info.world_size, train=True, skip_batches=skip_batches,
+    def train_batches(self, batches_done: int, position: torch.Tensor | None) -> Iterator[dict[str, Any]]:
+        self.train_loader = make_resumed_train_loader(
+            self.cfg.data, batch_size=self.cfg.run.batch_size, seed=self.cfg.run.seed, rank=self.info.rank,
+            world_size=self.info.world_size, batches_done=batches_done, position=position,
         )  # fmt: skip
         return iter(self.train_loader)
+
+    def data_position(self) -> torch.Tensor:
+        return self.train_loader.position.to_tensor()
 
     # --- one optimizer step ----------------------------------------------------------------------
 

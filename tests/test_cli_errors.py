@@ -1,0 +1,196 @@
+"""Every bad input is one clear line: `PROG: error: ...` on stderr, exit status 2, no traceback,
+nothing written; a genuine bug keeps its traceback (issue 11).
+
+Most cases run in-process (`clipgen.cli.main(..., exit_on_error=True)` and `sample.main` do what
+the command line does); a few real subprocesses check that the scripts themselves are wired up.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipgen.cli import main as clipgen_main
+from clipgen.commands.make_shapes import make_shapes
+from clipgen.config import ConfigError
+from clipgen.data.tokens import write_token_shard
+from data_helpers import save_tiny_stage_models
+
+ROOT = Path(__file__).parent.parent
+GPT_CONFIG = ROOT / "configs/gpt/shapes32.yaml"
+CLIP_CONFIG = ROOT / "configs/clip/toy_shapes32.yaml"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Image shards, a tiny VQGAN and toy CLIP, token shards that fit them, and a GPT run trained on them."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    make_shapes(root / "images", 4, size=32, shard_size=4)
+    save_tiny_stage_models(root)  # root/vq (a VQGAN run dir), root/clip
+    rng = np.random.default_rng(0)
+    samples = [{"key": f"{i:08d}", "codes": rng.integers(0, 64, (8, 8)).astype(np.int16),
+                "clip": rng.standard_normal(16).astype(np.float32), "meta": {}} for i in range(4)]  # fmt: skip
+    write_token_shard(root / "tokens" / "shard-000000.tar", samples)
+    # the command line every train-gpt case breaks one setting of: it works as it is
+    good = gpt_command(root, root / "gpt-run", "run.max_steps=1", "run.image_every=0", f"condition.clip=toy:{root / 'clip'}")
+    assert clipgen_main(good, exit_on_error=True) == 0
+    (root / "not-utf8.txt").write_bytes("红色圆形\n".encode("gbk"))
+    return root
+
+
+def gpt_command(root: Path, out: Path, *settings: str) -> list[str]:
+    """train-gpt on the fixture's tokens, with `settings` (KEY=VALUE) last, so they win."""
+    base = [f"run.out_dir={out}", f"data.train={root / 'tokens'}", "data.val=", "model.vocab_size=64",
+            "model.cond_dim=16", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "condition.clip=",
+            f"condition.vqgan={root / 'vq'}"]  # fmt: skip
+    return ["train-gpt", "--config", str(GPT_CONFIG), "--set", *base, *settings]
+
+
+def assert_one_line(err: str, prog: str, *names: str) -> None:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if ": error: " in line]
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+
+
+def refused(capsys, run, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+# (case id, argv after `clipgen`, what the line must name); {root} and {out} are filled in. Each is
+# found before anything is written: the config as it is read, the rest as the stage's task starts.
+TRAIN_CASES = [
+    ("missing config file", ["train-gpt", "--config", "{root}/none.yaml"], ["none.yaml", "not found"]),
+    ("unknown key", "gpt:run.max_stepz=3", ["run.max_stepz", "valid keys"]),
+    ("wrong type", "gpt:run.max_steps=abc", ["run.max_steps", "integer"]),
+    ("bad yaml", "gpt:run.max_steps=[1", ["run.max_steps", "YAML"]),
+    ("max_steps 0", "gpt:run.max_steps=0", ["run.max_steps", "≥ 1"]),
+    ("max_steps -1", "gpt:run.max_steps=-1", ["run.max_steps", "-1"]),
+    ("ckpt_every -1", "gpt:run.ckpt_every=-1", ["run.ckpt_every"]),
+    ("grad_accum 0", "gpt:run.grad_accum=0", ["run.grad_accum"]),
+    ("sample temperature -1", "gpt:sample.temperature=-1", ["sample.temperature"]),
+    ("sample top_k -1", "gpt:sample.top_k=-1", ["sample.top_k"]),
+    ("sample blank prompt", "gpt:sample.prompts=[' ']", ["sample.prompts"]),
+    ("resume a non-run dir", ["train-gpt", "--resume", "{root}"], ["--resume", "not a run directory"]),
+    ("missing token shards", "gpt:data.train={root}/none", ["data.train", "none"]),
+    ("image shards as token shards", "gpt:data.train={root}/images", ["look like image shards", "clipgen extract"]),
+    ("vqgan names a GPT run", "gpt:condition.vqgan={root}/gpt-run", ["condition.vqgan", "clipgen-gpt", "not a VQGAN"]),
+    ("vqgan names no model", "gpt:condition.vqgan={root}/images", ["condition.vqgan", "holds no VQGAN"]),
+    ("toy clip: missing shards", ["train-toy-clip", "--config", str(CLIP_CONFIG), "--set", "run.out_dir={out}",
+                                  "data.shards={root}/none"], ["none"]),  # fmt: skip
+    ("vqgan: missing shards", ["train-vqgan", "--config", str(ROOT / "configs/vqgan/shapes32.yaml"), "--set",
+                               "run.out_dir={out}", "data.shards={root}/none"], ["none"]),  # fmt: skip
+    ("extract: missing vqgan", ["extract", "--vqgan", "{root}/none", "--clip", "toy:{root}/clip", "--data",
+                                "{root}/images", "--out", "{out}"], ["none", "VQGAN"]),  # fmt: skip
+    ("extract: missing images", ["extract", "--vqgan", "{root}/vq", "--clip", "toy:{root}/clip", "--data",
+                                 "{root}/none", "--out", "{out}"], ["none"]),  # fmt: skip
+    ("lpips-weights: missing input", ["lpips-weights", "--vgg16", "{root}/none.pth", "--lin", "{root}/none.pth",
+                                      "--out", "{out}/lpips.safetensors"], ["--vgg16", "none.pth"]),  # fmt: skip
+    ("lpips-weights: not a torch file", ["lpips-weights", "--vgg16", "{root}/not-utf8.txt", "--lin",
+                                         "{root}/not-utf8.txt", "--out", "{out}/lpips.safetensors"],
+     ["--vgg16", "not-utf8.txt", "not a readable torch state dict"]),  # fmt: skip
+    ("compare: prompts not UTF-8", ["compare", "--runs", "{root}/gpt-run", "--prompts", "{root}/not-utf8.txt",
+                                    "--out", "{out}"], ["--prompts", "not-utf8.txt", "UTF-8"]),  # fmt: skip
+    ("compare: top-p 0", ["compare", "--runs", "{root}/gpt-run", "--prompts", "{root}/none.txt", "--out", "{out}",
+                          "--top-p", "0"], ["--top-p", "(0, 1]"]),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("case, argv, names", TRAIN_CASES, ids=[case[0] for case in TRAIN_CASES])
+def test_a_bad_command_line_is_one_line_and_status_2(inputs, tmp_path, capsys, case, argv, names):
+    out = tmp_path / "out"
+    if isinstance(argv, str):  # "gpt:KEY=VALUE": the working train-gpt command line with one bad setting
+        argv = gpt_command(inputs, out, argv.removeprefix("gpt:").format(root=inputs))
+    argv = [a.format(root=inputs, out=out) for a in argv]
+    err = refused(capsys, lambda a: clipgen_main(a, exit_on_error=True), argv)
+    assert_one_line(err, f"clipgen {argv[0]}", *names)
+    assert not out.exists()
+
+
+SAMPLE_CASES = [
+    ("missing run dir", ["--ckpt", "{root}/none", "--prompt", "红色圆形"], ["none", "not a condition-transformer run"]),
+    ("prompts file not UTF-8", ["--prompts-file", "{root}/not-utf8.txt"], ["--prompts-file", "not-utf8.txt", "UTF-8"]),
+    ("prompts file missing", ["--prompts-file", "{root}/none.txt"], ["--prompts-file", "none.txt"]),
+    ("top-p 0", ["--prompt", "红色圆形", "--top-p", "0"], ["--top-p", "(0, 1]"]),
+    ("guidance nan", ["--prompt", "红色圆形", "--guidance-scale", "nan"], ["--guidance-scale", "nan"]),
+    ("guidance inf", ["--prompt", "红色圆形", "--guidance-scale", "inf"], ["--guidance-scale", "inf"]),
+    ("temperature -1", ["--prompt", "红色圆形", "--temperature", "-1"], ["--temperature", "-1"]),
+    ("top-k -1", ["--prompt", "红色圆形", "--top-k", "-1"], ["--top-k", "-1"]),
+    ("empty prompt", ["--prompt", "  "], ["prompt 0 is empty"]),
+    ("no images", ["--prompt", "红色圆形", "--num-images", "0"], ["num_images"]),
+]
+
+
+@pytest.mark.parametrize("argv, names", [case[1:] for case in SAMPLE_CASES], ids=[case[0] for case in SAMPLE_CASES])
+def test_sample_py_refuses_bad_input_in_one_line(inputs, tmp_path, capsys, argv, names):
+    import sample
+
+    argv = [a.format(root=inputs) for a in argv]
+    if "--ckpt" not in argv:
+        argv = ["--ckpt", str(inputs / "gpt-run"), *argv]
+    err = refused(capsys, sample.main, [*argv, "--out", str(tmp_path / "samples")])
+    assert_one_line(err, "sample.py", *names)
+    assert not (tmp_path / "samples").exists()
+
+
+def test_the_pipeline_names_a_prompt_that_is_not_a_string():
+    from clipgen.pipeline import check_prompts
+
+    with pytest.raises(ValueError, match="prompt 1 is not a string but int"):
+        check_prompts(["红色圆形", 5])
+    with pytest.raises(ValueError, match="no prompts"):
+        check_prompts([])
+
+
+def test_a_bug_keeps_its_traceback_and_python_callers_get_the_exception(inputs, tmp_path, monkeypatch):
+    from clipgen.commands import lpips_weights
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(lpips_weights, "run", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        clipgen_main(["lpips-weights", "--vgg16", "a", "--lin", "b", "--out", "c"], exit_on_error=True)
+    # called with argv, an input error is the exception itself (what a Python caller can handle)
+    with pytest.raises(ConfigError, match="run.max_steps"):
+        clipgen_main(gpt_command(inputs, tmp_path / "out", "run.max_steps=0"))
+
+
+def test_the_scripts_print_one_line_and_exit_2(inputs, tmp_path):
+    """Real processes, as a user runs them: the scripts' and `python -m clipgen`'s own wiring."""
+    commands = {
+        "train_gpt.py": (["train_gpt.py", *gpt_command(inputs, tmp_path / "gpt", "run.max_steps=0")[1:]], "run.max_steps"),
+        "train_vqgan.py": (["train_vqgan.py", "--config", str(tmp_path / "none.yaml")], "none.yaml"),
+        "clipgen train-toy-clip": (["-m", "clipgen", "train-toy-clip", "--config", str(CLIP_CONFIG), "--set",
+                                    f"run.out_dir={tmp_path / 'toy'}", f"data.shards={inputs / 'none'}"], "none"),
+        "sample.py": (["sample.py", "--ckpt", str(inputs / "gpt-run"), "--prompts-file", str(inputs / "not-utf8.txt"),
+                       "--out", str(tmp_path / "samples")], "not-utf8.txt"),
+    }  # fmt: skip
+    # started together: most of each one's time is importing torch
+    running = {prog: subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) for prog, (argv, _) in commands.items()}  # fmt: skip
+    for prog, process in running.items():
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 2 and len(err.splitlines()) == 1, (prog, err)  # nothing else on stderr
+        assert_one_line(err, prog, commands[prog][1])
+    assert not (tmp_path / "gpt").exists() and not (tmp_path / "samples").exists()
+    assert not (tmp_path / "toy" / "checkpoints").exists()
+
+
+def test_a_run_dir_in_use_by_another_process_is_one_line(inputs, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom clipgen.engine.run_lock import lock_run_dir\n"
+                               "lock_run_dir(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
+                               str(inputs / "gpt-run")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        err = refused(capsys, lambda a: clipgen_main(a, exit_on_error=True), ["train-gpt", "--resume", str(inputs / "gpt-run")])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert_one_line(err, "clipgen train-gpt", "in use by another training process", f"pid {holder.pid}")
