@@ -6,11 +6,12 @@ prompts and its images the reference set. Any other file holds one prompt per li
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from clipgen.data.decode import BadImageError, decode_rgb
 
 from clipgen.errors import read_text_file
 
@@ -50,7 +51,7 @@ def _read_tsv(path: Path) -> tuple[list[str], list[Image.Image]]:
             continue
         prompts.append(caption)
         try:
-            references.append(Image.open(io.BytesIO(item.data)).convert("RGB"))
-        except (UnidentifiedImageError, OSError) as err:  # the prompt stays; only its reference is lost
+            references.append(decode_rgb(item.data))
+        except BadImageError as err:  # the prompt stays; only its reference is lost
             log.warning("%s: reference image unreadable (%s)", item.origin, err)
     return prompts, references

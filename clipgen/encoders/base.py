@@ -36,7 +36,9 @@ class ClipEncoder(ABC):
 
     @torch.no_grad()
     def encode_image(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        images = [image.convert("RGB") for image in images]
+        from clipgen.data.decode import to_rgb  # 16-bit scaled, not clipped; upright; alpha on white
+
+        images = [to_rgb(image) for image in images]
         return self._batched(images, self._image_features)
 
     @torch.no_grad()
