@@ -98,3 +98,41 @@ def test_param_groups_decay_only_matrices():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and any(p is model.null_prefix for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias,rope", [(False, True), (True, False), (True, True)])
+def test_the_cached_decoding_step_gives_the_logits_of_the_general_forward_bit_for_bit(dtype, bias, rope):
+    # the sampler's one-position step (_DecodeStep) writes the preallocated cache in place; the
+    # general forward (_run) writes its own copy; both must agree exactly at every position
+    from clipgen.models.gpt import KVCache, _DecodeStep
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=37, block_size=16, cond_dim=12, n_prefix=3, n_layer=2, n_head=2, n_embd=16, bias=bias,
+                    cond_every_token=True, cond_every_layer=True, rope_2d=rope)  # fmt: skip
+    model = ConditionTransformer(cfg).to(dtype).eval()
+    cond = torch.randn(4, 12, dtype=dtype)
+    prefix, token_bias, layer_bias = model._sampling_conditions(cond, guided=True)
+    general, fast = (KVCache(cfg, 8, "cpu", dtype) for _ in range(2))
+    with torch.inference_mode():
+        model._run(prefix, 0, general, layer_bias), model._run(prefix, 0, fast, layer_bias)
+        step = _DecodeStep(model, fast, token_bias, layer_bias)
+        for i, tokens in enumerate(torch.randint(0, 37, (cfg.block_size - 1, 8))):
+            pos = cfg.n_prefix + i
+            expected = model._run(model.embed_tokens(tokens.view(-1, 1), token_bias), pos, general, layer_bias)[:, -1]
+            assert torch.equal(step(tokens, pos), expected)
+        filled = cfg.n_prefix + cfg.block_size - 1
+        assert torch.equal(fast.k[:, :, :, :filled], general.k[:, :, :, :filled]) and fast.length == general.length == filled
+
+
+@pytest.mark.parametrize("guidance", [1.0, torch.tensor([1.0, 2.5, 1.5, 4.0])])
+def test_kv_cache_sampler_matches_the_naive_one_in_float32_with_per_row_settings(guidance):
+    model = tiny(torch.float32, cond_every_token=True, cond_every_layer=True, rope_2d=True)
+    cond = torch.randn(4, 12)
+    settings = dict(temperature=torch.tensor([1.0, 0.0, 0.7, 1.3]), top_k=torch.tensor([0, 5, 20, 1]),
+                    top_p=torch.tensor([1.0, 0.9, 0.8, 1.0]), guidance_scale=guidance)  # fmt: skip
+    uniforms = torch.rand(4, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    cached = model.sample(cond, uniforms=uniforms, **settings)
+    assert torch.equal(cached, model.sample(cond, uniforms=uniforms, kv_cache=False, **settings))
+    assert not cached.is_inference()  # an ordinary tensor for the caller, though drawn in inference mode
+    cached += 0  # so in-place use works

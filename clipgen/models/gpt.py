@@ -52,12 +52,15 @@ class GPTConfig:
 
 
 class KVCache:
-    """Preallocated keys and values for every layer: [layers, B, heads, positions, head_dim]."""
+    """Preallocated keys and values for every layer: [layers, B, heads, positions, head_dim], written
+    in place one position at a time. Attention reads only the positions filled so far, so the
+    memory starts uninitialised (zeroing it cost 5 ms per call at paper scale)."""
 
     def __init__(self, config: GPTConfig, batch: int, device, dtype):
         shape = (config.n_layer, batch, config.n_head, config.n_prefix + config.block_size, config.n_embd // config.n_head)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.k_layers, self.v_layers = self.k.unbind(0), self.v.unbind(0)  # per-layer views, made once
         self.length = 0  # positions filled so far
 
 
@@ -215,7 +218,6 @@ class ConditionTransformer(nn.Module):
 
     # --- sampling --------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def sample(
         self,
         cond: torch.Tensor,
@@ -236,6 +238,13 @@ class ConditionTransformer(nn.Module):
         conditioned and with the null prefix, and logits = uncond + scale · (cond − uncond)
         (classifier-free guidance). Row b's token at step i is drawn by inverse CDF from
         `uniforms[b, i]` ([B, num_tokens] in [0, 1)), or from uniforms drawn with `generator`."""
+        # inference mode leaves out autograd's bookkeeping on every operation (a tenth of a step
+        # at the demo's size); the tokens are cloned out of it, an ordinary tensor for the caller
+        with torch.inference_mode():
+            tokens = self._sample(cond, num_tokens, temperature, top_k, top_p, guidance_scale, uniforms, generator, kv_cache)
+        return tokens.clone()
+
+    def _sample(self, cond, num_tokens, temperature, top_k, top_p, guidance_scale, uniforms, generator, kv_cache) -> torch.Tensor:
         cfg = self.config
         num_tokens = num_tokens or cfg.block_size
         batch = cond.shape[0]
@@ -246,19 +255,25 @@ class ConditionTransformer(nn.Module):
             raise ValueError(f"uniforms must be [{batch}, {num_tokens}], got {list(uniforms.shape)}")
         picker = RowPicker(batch, cond.device, temperature, top_k, top_p, guidance_scale, uniforms)
         prefix, bias, layer_bias = self._sampling_conditions(cond, picker.guided)
-        rows = prefix.shape[0]
-        tokens = torch.empty(batch, 0, dtype=torch.long, device=cond.device)
-        cache = KVCache(cfg, rows, cond.device, prefix.dtype) if kv_cache else None
-        logits = self._run(prefix, 0, cache, layer_bias)[:, -1] if kv_cache else None
-        for i in range(num_tokens):
-            if not kv_cache:  # re-run the prefix and every token so far, as the naive samplers do
-                seq = tokens.repeat(2, 1) if picker.guided else tokens
+        tokens = torch.empty(batch, num_tokens, dtype=torch.long, device=cond.device)
+        if not kv_cache:  # re-run the prefix and every token so far, as the naive samplers do
+            for i in range(num_tokens):
+                seq = tokens[:, :i].repeat(2, 1) if picker.guided else tokens[:, :i]
                 logits = self._run(torch.cat([prefix, self.embed_tokens(seq, bias)], dim=1), 0, None, layer_bias)[:, -1]
+                tokens[:, i : i + 1] = picker.pick(logits.float(), i)
+            return tokens
+        cache = KVCache(cfg, prefix.shape[0], cond.device, prefix.dtype)
+        logits = self._run(prefix, 0, cache, layer_bias)[:, -1]
+        step = _DecodeStep(self, cache, bias, layer_bias)
+        for i in range(num_tokens):
             next_token = picker.pick(logits.float(), i)
-            tokens = torch.cat([tokens, next_token], dim=1)
-            if kv_cache and i + 1 < num_tokens:
-                step_in = next_token.repeat(2, 1) if picker.guided else next_token
-                logits = self._run(self.embed_tokens(step_in, bias), cfg.n_prefix + i, cache, layer_bias)[:, -1]
+            tokens[:, i : i + 1] = next_token
+            if i + 1 < num_tokens:
+                step_in = torch.cat([next_token, next_token]) if picker.guided else next_token
+                if self.training:  # dropout draws as the training forward does
+                    logits = self._run(self.embed_tokens(step_in, bias), cfg.n_prefix + i, cache, layer_bias)[:, -1]
+                else:
+                    logits = step(step_in.view(-1), cfg.n_prefix + i)
         return tokens
 
     def _sampling_conditions(self, cond: torch.Tensor, guided: bool) -> tuple:
@@ -269,6 +284,73 @@ class ConditionTransformer(nn.Module):
             nulls = torch.ones(cond.shape[0], dtype=torch.bool, device=cond.device)
             parts.append((self.prefix(None, nulls), self.condition_bias(None, nulls), self.layer_bias(None, nulls)))
         return tuple(None if part[0] is None else torch.cat(part) for part in zip(*parts))
+
+
+class _DecodeStep:
+    """`ConditionTransformer._run` for one new position per row through the KV cache, in eval mode:
+    the same kernels on the same values in the same order, so the logits are bit-identical, minus
+    what one position does not need: module calls, the [B, 1, C] time axis, position indices,
+    F.linear's dispatch layers (it runs mm, or addmm with a bias, on a 2-d input), a RoPE call
+    each for queries and keys where one covers both, indexing the 5-d cache. At the demo's width
+    a step is per-operation overhead, so every operation left out is time saved."""
+
+    def __init__(self, model: ConditionTransformer, cache: KVCache, bias: torch.Tensor | None, layer_bias: torch.Tensor | None):
+        cfg = model.config
+        self.model, self.cache, self.bias = model, cache, bias
+        self.layer_bias = [None] * cfg.n_layer if layer_bias is None else layer_bias.unbind(1)
+        self.heads, self.width, self.norm_shape = cfg.n_head, cfg.n_embd, (cfg.n_embd,)
+        # the transposed views F.linear would make at every call
+        self.weights_t = [tuple(m.weight.t() for m in (b.attn.qkv, b.attn.proj, b.mlp[0], b.mlp[2])) for b in model.blocks]
+        self.head_t = model.head.weight.t()
+        if model.rope is not None:
+            # Rope2D.forward for one position: y·cos + rotate_half(y)·sin, where rotate_half(y) =
+            # cat(-second half, first half) is one gather of y times ±1, and the ±1 folds into sin
+            # exactly (a negation rounds nothing)
+            half = cache.k.shape[-1] // 2
+            self.rope_order = torch.cat([torch.arange(half, 2 * half), torch.arange(half)]).to(model.rope.cos.device)
+            self.rope_cos = model.rope.cos
+            self.rope_sin = torch.cat([-model.rope.sin[:, :half], model.rope.sin[:, half:]], dim=1)
+
+    def rotate(self, x: torch.Tensor, pos: int) -> torch.Tensor:
+        """Rope2D.forward(x, pos) for [B, heads, 1, head_dim] queries and keys at position `pos`."""
+        y = x if x.dtype == torch.float32 else x.float()  # as Rope2D: in float32 whatever the model's dtype
+        y = y * self.rope_cos[pos] + y.index_select(-1, self.rope_order) * self.rope_sin[pos]
+        return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+    def __call__(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        """[rows] token ids at position `pos` -> [rows, vocab] logits for the next position."""
+        model, cache, heads, width, norm_shape = self.model, self.cache, self.heads, self.width, self.norm_shape
+        rows = tokens.shape[0]
+        h = model.tok_emb.weight.index_select(0, tokens)
+        if self.bias is not None:
+            h = h + self.bias
+        h = h + model.pos_emb.weight[pos]
+        layers = zip(model.blocks, self.weights_t, self.layer_bias, cache.k_layers, cache.v_layers)
+        for block, (qkv_t, proj_t, fc_t, out_t), layer_bias, k_cache, v_cache in layers:
+            if layer_bias is not None:
+                h = h + layer_bias
+            attn, ln_1, ln_2, mlp = block.attn, block.ln_1, block.ln_2, block.mlp
+            x = F.layer_norm(h, norm_shape, ln_1.weight, ln_1.bias, ln_1.eps)
+            # [rows, 3C] viewed as [rows, 3·heads, 1, head_dim]: queries, keys, values of one position
+            qkv = _linear(x, qkv_t, attn.qkv.bias).view(rows, 3 * heads, 1, width // heads)
+            qk = qkv.narrow(1, 0, 2 * heads)
+            if model.rope is not None:
+                qk = self.rotate(qk, pos)
+            k_cache.narrow(2, pos, 1).copy_(qk.narrow(1, heads, heads))
+            v_cache.narrow(2, pos, 1).copy_(qkv.narrow(1, 2 * heads, heads))
+            y = F.scaled_dot_product_attention(qk.narrow(1, 0, heads), k_cache.narrow(2, 0, pos + 1), v_cache.narrow(2, 0, pos + 1))
+            h = h + _linear(y.transpose(1, 2).reshape(rows, width), proj_t, attn.proj.bias)
+            x = F.layer_norm(h, norm_shape, ln_2.weight, ln_2.bias, ln_2.eps)
+            x = F.gelu(_linear(x, fc_t, mlp[0].bias), approximate=mlp[1].approximate)
+            h = h + _linear(x, out_t, mlp[2].bias)
+        cache.length += 1
+        ln_f = model.ln_f
+        return torch.mm(F.layer_norm(h, norm_shape, ln_f.weight, ln_f.bias, ln_f.eps), self.head_t)
+
+
+def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, weight, bias) for a 2-d x, as F.linear computes it (mm, or addmm with a bias)."""
+    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
 
 
 def _column(value: float | int | torch.Tensor, rows: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -294,22 +376,33 @@ class RowPicker:
         self.guided = bool((self.scale != 1).any())
         self.greedy = self.temperature <= 0
         self.all_greedy = bool(self.greedy.all())
+        self.any_greedy = bool(self.greedy.any())
         self.max_k = int(self.top_k.max())
         self.any_top_p = bool((self.top_p < 1).any())
+        # what a step would otherwise recompute; each shortcut leaves out only an operation that
+        # cannot change a value (a division by 1, a choice between equal operands)
+        self.unguided = self.scale == 1  # rows at scale 1 take their conditioned logits as they are
+        self.any_unguided = bool(self.unguided.any())
+        divisor = torch.where(self.greedy, 1.0, self.temperature)
+        self.divisor = None if bool((divisor == 1).all()) else divisor
+        self.top_k_filter = _TopK(self.top_k, self.max_k) if self.max_k > 0 else None
+        self.top_p_filter = _TopP(self.top_p) if self.any_top_p else None
 
     def pick(self, logits: torch.Tensor, step: int) -> torch.Tensor:
         """[rows or 2·rows, vocab] float logits -> [rows, 1] token ids."""
         if self.guided:
             cond, uncond = logits[: self.rows], logits[self.rows :]
-            # rows at scale 1 take their conditioned logits as they are, not through the formula
-            logits = torch.where(self.scale == 1, cond, uncond + self.scale * (cond - uncond))
-        best = logits.argmax(dim=-1, keepdim=True)
+            guided = uncond + self.scale * (cond - uncond)
+            logits = torch.where(self.unguided, cond, guided) if self.any_unguided else guided
         if self.all_greedy:
-            return best
-        scaled = logits / torch.where(self.greedy, 1.0, self.temperature)
-        filtered = filter_logits(scaled, self.top_k, self.top_p if self.any_top_p else 1.0, max_k=self.max_k)
+            return logits.argmax(dim=-1, keepdim=True)
+        filtered = logits if self.divisor is None else logits / self.divisor
+        if self.top_k_filter is not None:
+            filtered = self.top_k_filter(filtered)
+        if self.top_p_filter is not None:
+            filtered = self.top_p_filter(filtered)
         drawn = draw_inverse_cdf(F.softmax(filtered, dim=-1), self.uniforms[:, step])
-        return torch.where(self.greedy, best, drawn)
+        return torch.where(self.greedy, logits.argmax(dim=-1, keepdim=True), drawn) if self.any_greedy else drawn
 
 
 def draw_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -317,7 +410,7 @@ def draw_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tenso
     cumulative probability exceeds uniforms[b]. One number per row and step, from the row's own
     stream, is what keeps a row's draw independent of the batch (torch.multinomial takes one
     generator for the whole batch)."""
-    cdf = probs.double().cumsum(dim=-1)
+    cdf = probs.cumsum(dim=-1, dtype=torch.float64)
     picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(1), right=True).clamp(max=probs.shape[-1] - 1)
     # rounding in the last place can land past the last token that has any probability
     return torch.where(probs.gather(-1, picked) > 0, picked, probs.argmax(dim=-1, keepdim=True))
@@ -329,22 +422,47 @@ def filter_logits(
     """Keep the top_k largest logits and the smallest set whose probability reaches top_p; each is
     one value or a [B, 1] column (top_k 0 or top_p 1 leave that row unfiltered). `max_k`, the
     largest top_k, saves reading it back from the device at every step."""
-    rows, vocab = logits.shape
-    k = _column(top_k, rows, torch.long, logits.device).clamp(max=vocab)
-    max_k = min(int(k.max()) if max_k is None else max_k, vocab)
+    rows = logits.shape[0]
+    k = _column(top_k, rows, torch.long, logits.device)
+    max_k = int(k.max()) if max_k is None else max_k
     if max_k > 0:
-        largest = torch.topk(logits, max_k, dim=-1).values
-        kth = largest.gather(-1, (k - 1).clamp(min=0))
-        logits = logits.masked_fill((k > 0) & (logits < kth), float("-inf"))
+        logits = _TopK(k, max_k)(logits)
     if isinstance(top_p, torch.Tensor) or top_p < 1.0:
-        p = _column(top_p, rows, logits.dtype, logits.device)
+        logits = _TopP(_column(top_p, rows, logits.dtype, logits.device))(logits)
+    return logits
+
+
+class _TopK:
+    """filter_logits' top-k step for a fixed [B, 1] column of k (0: keep the row whole)."""
+
+    def __init__(self, k: torch.Tensor, max_k: int):
+        self.k, self.max_k, self.vocab = k, max_k, None
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-1] != self.vocab:  # settled on the first step, reused by the others
+            self.vocab = vocab = logits.shape[-1]
+            k = self.k.clamp(max=vocab)
+            self.kth_index, self.on = (k - 1).clamp(min=0), k > 0
+            self.all_on = bool(self.on.all())
+        kth = torch.topk(logits, min(self.max_k, self.vocab), dim=-1).values.gather(-1, self.kth_index)
+        below = logits < kth
+        return logits.masked_fill(below if self.all_on else self.on & below, float("-inf"))
+
+
+class _TopP:
+    """filter_logits' top-p step for a fixed [B, 1] column of p (1: keep the row whole)."""
+
+    def __init__(self, p: torch.Tensor):
+        self.p, self.on = p, p < 1.0
+        self.all_on = bool(self.on.all())
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         sorted_probs = F.softmax(sorted_logits, dim=-1)
         # drop a token when the ones before it already reach top_p (the first always stays)
-        remove_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs >= p) & (p < 1.0)
-        remove = remove_sorted.scatter(-1, order, remove_sorted)
-        logits = logits.masked_fill(remove, float("-inf"))
-    return logits
+        reached = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.p.to(logits.dtype)
+        remove_sorted = reached if self.all_on else reached & self.on
+        return logits.masked_fill(remove_sorted.scatter(-1, order, remove_sorted), float("-inf"))
 
 
 def adamw_param_groups(model: nn.Module, weight_decay: float, skip: set[int] = frozenset()) -> list[dict]:

@@ -38,7 +38,7 @@ from clipgen.engine.schedule import lr_factor
 from clipgen.engine.trainer import RunConfig, autocast_context, autocast_dtype
 from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups
 from clipgen.sampling import SamplingSettings
-from clipgen.train.muon import MuonWithAdamW, is_hidden_matrix
+from clipgen.train.muon import MuonAndAdamW, is_hidden_matrix
 
 log = logging.getLogger("clipgen.train")
 
@@ -71,7 +71,7 @@ class GPTOptimConfig:
     schedule: Literal["constant", "cosine"] = "cosine"
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
-    # muon: the blocks' matrices take Muon steps at muon_lr (train/muon.py), the rest AdamW at lr;
+    # muon: the blocks' matrices take torch.optim.Muon steps at muon_lr, the rest AdamW at lr (train/muon.py);
     # weight_decay applies to the AdamW groups only (Muon's matrices take none, as in the recipe)
     optimizer: Literal["adamw", "muon"] = "adamw"
     muon_lr: float = 0.01  # 0.02 and 0.05 were worse on shapes-zh (BENCHMARKS.md)
@@ -105,9 +105,10 @@ class GPTTrainConfig:
     sample: GPTSampleConfig = field(default_factory=GPTSampleConfig)
 
 
-def make_optimizer(model: nn.Module, optim: GPTOptimConfig, fused: bool = False) -> torch.optim.Optimizer:
-    """AdamW over nanoGPT's parameter groups, or Muon for the blocks' matrices with AdamW for the
-    rest (optim.optimizer). Each group's lr is its base rate; train_step scales it by the schedule."""
+def make_optimizer(model: nn.Module, optim: GPTOptimConfig, fused: bool = False) -> torch.optim.Optimizer | MuonAndAdamW:
+    """AdamW over nanoGPT's parameter groups, or torch's Muon for the blocks' matrices with AdamW for
+    the rest (optim.optimizer; train/muon.py). Each group's lr is its base rate; train_step scales it
+    by the schedule."""
     if optim.optimizer == "adamw":
         groups = adamw_param_groups(model, optim.weight_decay)
         return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), fused=fused)
@@ -118,7 +119,7 @@ def make_optimizer(model: nn.Module, optim: GPTOptimConfig, fused: bool = False)
         raise ValueError("optim.optimizer=muon found no transformer-block matrices: pass the unwrapped model")
     rest = adamw_param_groups(model, optim.weight_decay, skip={id(p) for p in hidden})
     groups = [{"params": hidden, "lr": optim.muon_lr, "muon": True}] + [{**group, "lr": optim.lr} for group in rest]
-    return MuonWithAdamW(groups, betas=optim.betas, momentum=optim.muon_momentum)
+    return MuonAndAdamW(groups, betas=optim.betas, momentum=optim.muon_momentum, fused=fused)
 
 
 def _read_lines(path: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Muon for the transformer's hidden matrices, AdamW for everything else, in one optimizer.
+"""Muon for the transformer's hidden matrices, AdamW for everything else, behind one optimizer.
 
 Muon (Jordan et al., 2024, "Muon: an optimizer for hidden layers in neural networks") takes the
 momentum of a weight matrix's gradient and replaces it by the nearest semi-orthogonal matrix (all
@@ -6,8 +6,13 @@ singular values ≈ 1), computed with a few Newton–Schulz iterations, so every
 update moves at the same speed instead of the few dominant ones. On small GPTs it reaches a given
 loss in markedly fewer steps than AdamW, which is what a CPU budget needs. It is meant for 2-D
 matrices inside the network; embeddings, the output head, gains and the condition projections
-keep AdamW (the recipe's split). One optimizer object holds both kinds of group, so checkpoints
-and the learning-rate schedule treat it like any other.
+keep AdamW (the recipe's split).
+
+The steps are torch's: torch.optim.Muon (five quintic Newton–Schulz steps in bf16) for the
+matrices, torch.optim.AdamW for the rest. clipgen had its own Muon (fp32, same-shape matrices
+orthogonalised as one batch) until bench/bench_muon.py found torch's as accurate on shapes-zh and
+not slower (BENCHMARKS.md). MuonAndAdamW puts the two behind one optimizer's face, so the trainer,
+checkpoints and resume treat it like any other optimizer.
 """
 
 from __future__ import annotations
@@ -15,34 +20,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# the quintic iteration's coefficients from the Muon write-up: they push every singular value
-# into roughly [0.7, 1.2] within five steps, which is as orthogonal as the update needs to be
-_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
+class MuonAndAdamW:
+    """torch.optim.Muon over the groups with `muon=True` (lr, momentum; no weight decay), and
+    torch.optim.AdamW over the rest (lr, betas, weight_decay). `param_groups` lists both kinds,
+    Muon's first, as the same dicts the two optimizers read, so setting a group's lr sets it;
+    state_dict() is torch's format over all the groups in that order, one checkpoint entry.
+    Not a torch.optim.Optimizer: torch's lr_scheduler classes refuse it (clipgen sets lr itself)."""
 
-def orthogonalize(matrices: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximately semi-orthogonal matrices with the row and column spaces of `matrices`
-    ([..., rows, cols]; a stack is done in one batched pass)."""
-    a, b, c = _NS_COEFFICIENTS
-    x = matrices.float()
-    tall = x.shape[-2] > x.shape[-1]
-    if tall:  # iterate on the smaller Gram matrix
-        x = x.mT
-    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # singular values ≤ 1, where the iteration converges
-    for _ in range(steps):
-        gram = x @ x.mT
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.mT if tall else x).to(matrices.dtype)
+    def __init__(self, groups: list[dict], betas=(0.9, 0.95), momentum: float = 0.95, fused: bool = False):
+        muon_groups = [{**g, "muon": True} for g in groups if g.get("muon")]
+        adamw_groups = [{**g, "muon": False} for g in groups if not g.get("muon")]
+        # the recipe: Nesterov momentum, no decay on the matrices, and the update scaled by
+        # sqrt(max(1, rows / cols)) ("original"), so tall and wide matrices move alike per unit lr
+        self.muon = torch.optim.Muon(muon_groups, momentum=momentum, nesterov=True, weight_decay=0.0, adjust_lr_fn="original")
+        self.adamw = torch.optim.AdamW(adamw_groups, betas=tuple(betas), fused=fused)
 
-
-class MuonWithAdamW(torch.optim.Optimizer):
-    """Groups with `muon=True` take Muon steps (lr, momentum, and weight_decay if the group sets
-    one: make_optimizer does not); the rest take AdamW steps (lr, betas, eps, weight_decay)."""
-
-    def __init__(self, groups: list[dict], betas=(0.9, 0.95), eps: float = 1e-8, momentum: float = 0.95):
-        for group in groups:
-            group.setdefault("muon", False)
-        super().__init__(groups, dict(betas=tuple(betas), eps=eps, momentum=momentum, weight_decay=0.0))
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.muon.param_groups + self.adamw.param_groups
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -50,51 +46,47 @@ class MuonWithAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if group["weight_decay"]:
-                for param in params:
-                    param.mul_(1 - group["lr"] * group["weight_decay"])
-            if group["muon"]:
-                self._muon_step(params, group)
-            else:
-                for param in params:
-                    self._adamw_update(param, group)
+        self.muon.step()
+        self.adamw.step()
         return loss
 
-    def _muon_step(self, params: list[torch.Tensor], group: dict) -> None:
-        momentum = group["momentum"]
-        by_shape: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        for param in params:
-            state = self.state[param]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(param)
-            buf = state["momentum_buffer"]
-            buf.mul_(momentum).add_(param.grad)
-            by_shape.setdefault(tuple(param.shape), []).append((param, param.grad.add(buf, alpha=momentum)))  # Nesterov
-        for (rows, cols), pairs in by_shape.items():
-            # matrices of one shape are orthogonalised together: one batched pass instead of many
-            # small ones, which is most of Muon's cost on a CPU
-            updates = orthogonalize(torch.stack([update for _, update in pairs]))
-            # an orthogonal update of a tall matrix has smaller entries; rescale so every matrix
-            # moves by about the same amount per unit of learning rate whatever its shape
-            scale = -group["lr"] * max(1.0, rows / cols) ** 0.5
-            for (param, _), update in zip(pairs, updates):
-                param.add_(update, alpha=scale)
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none)
+        self.adamw.zero_grad(set_to_none)
 
-    def _adamw_update(self, param: torch.Tensor, group: dict) -> None:
-        state = self.state[param]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32)
-            state["exp_avg"] = torch.zeros_like(param)
-            state["exp_avg_sq"] = torch.zeros_like(param)
-        state["step"] += 1
-        beta1, beta2 = group["betas"]
-        state["exp_avg"].lerp_(param.grad, 1 - beta1)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
-        step = float(state["step"])
-        denom = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt_().add_(group["eps"])
-        param.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1**step))
+    def state_dict(self) -> dict:
+        muon, adamw = self.muon.state_dict(), self.adamw.state_dict()
+        offset = sum(len(g["params"]) for g in muon["param_groups"])  # AdamW's parameters are numbered after Muon's
+        return {
+            "state": {**muon["state"], **{i + offset: s for i, s in adamw["state"].items()}},
+            "param_groups": muon["param_groups"] + [{**g, "params": [i + offset for i in g["params"]]} for g in adamw["param_groups"]],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        groups, n = state["param_groups"], len(self.muon.param_groups)
+        if [bool(g.get("muon")) for g in groups] != [bool(g["muon"]) for g in self.param_groups]:
+            raise ValueError("the saved optimizer state has other Muon / AdamW groups than this model")
+        offset = sum(len(g["params"]) for g in groups[:n])
+        muon_state = {i: s for i, s in state["state"].items() if i < offset}
+        muon_groups = [self._from_clipgen_muon(saved, current, muon_state) for saved, current in zip(groups[:n], self.muon.param_groups)]
+        self.muon.load_state_dict({"state": muon_state, "param_groups": muon_groups})
+        self.adamw.load_state_dict({
+            "state": {i - offset: s for i, s in state["state"].items() if i >= offset},
+            "param_groups": [{**g, "params": [i - offset for i in g["params"]]} for g in groups[n:]],
+        })
+
+    @staticmethod
+    def _from_clipgen_muon(saved: dict, current: dict, state: dict) -> dict:
+        """A Muon group as torch's reads it. Checkpoints from before torch's Muon (clipgen's own,
+        whose groups lack `nesterov`) kept a momentum sum where torch keeps an average: the
+        buffers are scaled by (1 - momentum), and torch's own settings filled in."""
+        if "nesterov" in saved:
+            return saved
+        for i in saved["params"]:
+            if "momentum_buffer" in state.get(i, {}):
+                state[i] = {"momentum_buffer": state[i]["momentum_buffer"] * (1 - saved["momentum"])}
+        kept = {key: saved[key] for key in ("lr", "momentum", "weight_decay", "params")}
+        return {**{k: v for k, v in current.items() if k != "params"}, **kept}
 
 
 def is_hidden_matrix(name: str, param: nn.Parameter) -> bool:
