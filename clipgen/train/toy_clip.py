@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader, make_resumed_train_loader
+from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader
 from clipgen.data.shapes import ATTRIBUTES, CAPTION_TEMPLATES, make_caption
 from clipgen.encoders.toy_clip import ToyClip, ToyClipConfig
 from clipgen.engine.dist import DistInfo, all_reduce_sum
 from clipgen.engine.logging import RunLogger
 from clipgen.engine.trainer import RunConfig
+from clipgen.train.image_stream import TrainsOnImageShards
 
 log = logging.getLogger("clipgen.train")
 
@@ -55,7 +56,7 @@ def caption_characters() -> list[str]:
     return sorted(set("".join(words + templates)) - set("{}_abcdefghijklmnopqrstuvwxyz"))
 
 
-class ToyClipTask:
+class ToyClipTask(TrainsOnImageShards):
     def __init__(self, cfg: ToyClipTrainConfig, info: DistInfo):
         if cfg.data.flip:
             # a flip moves the object from 左 to 右: the caption would lie
@@ -68,16 +69,6 @@ class ToyClipTask:
         self.model = ToyClip(cfg.model, caption_characters()).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.model_ddp = DDP(self.model) if info.distributed else self.model
-
-    def train_batches(self, batches_done: int, position: torch.Tensor | None) -> Iterator[dict[str, Any]]:
-        self.train_loader = make_resumed_train_loader(
-            self.cfg.data, batch_size=self.cfg.run.batch_size, seed=self.cfg.run.seed, rank=self.info.rank,
-            world_size=self.info.world_size, batches_done=batches_done, position=position,
-        )  # fmt: skip
-        return iter(self.train_loader)
-
-    def data_position(self) -> torch.Tensor:
-        return self.train_loader.position.to_tensor()
 
     def _ids(self, metas: list[dict], rng: np.random.Generator | None) -> torch.Tensor:
         """Fresh captions from the labels (training), or each image's stored caption (eval)."""

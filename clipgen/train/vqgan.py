@@ -13,7 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from clipgen.config import ConfigError
-from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader, make_resumed_train_loader
+from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader
 from clipgen.engine.dist import DistInfo, all_reduce_sum
 from clipgen.engine.ema import EMA
 from clipgen.engine.logging import RunLogger
@@ -26,6 +26,7 @@ from clipgen.models.lpips import LPIPS
 from clipgen.models.quantize import codebook_stats
 from clipgen.models.vq_loss import LossConfig, adaptive_gan_weight, hinge_d_loss, reconstruction_loss
 from clipgen.models.vqgan import VQGAN, VQGANConfig
+from clipgen.train.image_stream import TrainsOnImageShards
 
 log = logging.getLogger("clipgen.train")
 
@@ -65,7 +66,7 @@ def _adam(params, lr: float, optim: OptimConfig, device: torch.device) -> torch.
     )
 
 
-class VQGANTask:
+class VQGANTask(TrainsOnImageShards):
     def __init__(self, cfg: VQGANTrainConfig, info: DistInfo):
         if cfg.data.image_size != cfg.model.resolution:
             log.warning("data.image_size %d differs from model.resolution %d", cfg.data.image_size, cfg.model.resolution)
@@ -100,16 +101,6 @@ class VQGANTask:
             raise ConfigError("eval.fd_features: vgg uses the LPIPS network: set loss.perceptual_weights (and weight > 0)")
 
     # --- data ------------------------------------------------------------------------------------
-
-    def train_batches(self, batches_done: int, position: torch.Tensor | None) -> Iterator[dict[str, Any]]:
-        self.train_loader = make_resumed_train_loader(
-            self.cfg.data, batch_size=self.cfg.run.batch_size, seed=self.cfg.run.seed, rank=self.info.rank,
-            world_size=self.info.world_size, batches_done=batches_done, position=position,
-        )  # fmt: skip
-        return iter(self.train_loader)
-
-    def data_position(self) -> torch.Tensor:
-        return self.train_loader.position.to_tensor()
 
     # --- one optimizer step ----------------------------------------------------------------------
 
