@@ -74,9 +74,12 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int, rope: Rope2D | None, start: int) -> torch.Tensor:
         b, t, c = x.shape
-        q, k, v = (y.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for y in self.qkv(x).split(c, dim=2))
-        if rope is not None:
-            q, k = rope(q, start), rope(k, start)
+        qkv = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head)
+        if rope is not None:  # queries and keys rotated in one pass: [2, b, heads, t, head_dim]
+            q, k = rope(qkv[:, :, :2].permute(2, 0, 3, 1, 4), start).unbind(0)
+        else:
+            q, k = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
+        v = qkv[:, :, 2].transpose(1, 2)
         causal = True
         if cache is not None:
             cache.k[layer, :, :, start : start + t] = k
@@ -302,20 +305,11 @@ class _DecodeStep:
         # the transposed views F.linear would make at every call
         self.weights_t = [tuple(m.weight.t() for m in (b.attn.qkv, b.attn.proj, b.mlp[0], b.mlp[2])) for b in model.blocks]
         self.head_t = model.head.weight.t()
-        if model.rope is not None:
-            # Rope2D.forward for one position: y·cos + rotate_half(y)·sin, where rotate_half(y) =
-            # cat(-second half, first half) is one gather of y times ±1, and the ±1 folds into sin
-            # exactly (a negation rounds nothing)
-            half = cache.k.shape[-1] // 2
-            self.rope_order = torch.cat([torch.arange(half, 2 * half), torch.arange(half)]).to(model.rope.cos.device)
-            self.rope_cos = model.rope.cos
-            self.rope_sin = torch.cat([-model.rope.sin[:, :half], model.rope.sin[:, half:]], dim=1)
+        self.rope = model.rope
 
     def rotate(self, x: torch.Tensor, pos: int) -> torch.Tensor:
         """Rope2D.forward(x, pos) for [B, heads, 1, head_dim] queries and keys at position `pos`."""
-        y = x if x.dtype == torch.float32 else x.float()  # as Rope2D: in float32 whatever the model's dtype
-        y = y * self.rope_cos[pos] + y.index_select(-1, self.rope_order) * self.rope_sin[pos]
-        return y if x.dtype == torch.float32 else y.to(x.dtype)
+        return self.rope.rotate(x, self.rope.cos[pos], self.rope.signed_sin[pos])
 
     def __call__(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         """[rows] token ids at position `pos` -> [rows, vocab] logits for the next position."""
