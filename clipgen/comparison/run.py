@@ -20,6 +20,7 @@ from PIL import Image
 
 from clipgen.engine.atomic import atomic_write
 from clipgen.engine.dist import DistInfo, barrier
+from clipgen.run_dir import CONDITION_NAME, MODEL_DIR_NAME, is_gpt_run_dir, read_condition
 
 log = logging.getLogger("clipgen.compare")
 
@@ -80,8 +81,8 @@ def check_job(job: CompareJob) -> None:
     if job.num_images < 1 or job.batch_size < 1 or job.max_real < 0 or job.max_grids < 0:
         raise ValueError("num_images and batch_size must be at least 1, max_real and max_grids at least 0")
     for run in job.runs:
-        if not (Path(run) / "condition.yaml").is_file() or not (Path(run) / "model").is_dir():
-            raise ValueError(f"{run} is not a condition-transformer run directory (needs condition.yaml and model/)")
+        if not is_gpt_run_dir(run):
+            raise ValueError(f"{run} is not a condition-transformer run directory (needs {CONDITION_NAME} and {MODEL_DIR_NAME}/)")
     if job.judge not in ("auto", "shapes", "off"):
         raise ValueError(f"judge must be auto, shapes or off, got {job.judge!r}")
     if job.real:
@@ -152,12 +153,8 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
 
 
 def _conditioning_clip(runs: Sequence[Path]) -> str:
-    from clipgen.config import load_config
-    from clipgen.train.gpt import ConditionConfig
-
     for run in runs:
-        path = Path(run) / "condition.yaml"
-        if path.is_file() and (spec := load_config(ConditionConfig, path).clip):
+        if (Path(run) / CONDITION_NAME).is_file() and (spec := read_condition(run).clip):
             return spec
     raise ValueError("no run names a CLIP to score with: pass --clip KIND:PATH")
 
