@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clipgen.commands.make_shapes import make_shapes  # noqa: E402
+from clipgen.data.shapes_shards import make_shapes  # noqa: E402
 from clipgen.data.loader import ImageDataConfig, make_image_loader  # noqa: E402
 
 

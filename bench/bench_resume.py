@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clipgen.cli import main as clipgen_main  # noqa: E402
-from clipgen.commands.make_shapes import make_shapes  # noqa: E402
+from clipgen.data.shapes_shards import make_shapes  # noqa: E402
 from clipgen.data import token_dataset  # noqa: E402
 from clipgen.data.loader import ImageDataConfig, make_image_loader  # noqa: E402
 from clipgen.data.tokens import write_token_shard  # noqa: E402

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clipgen.commands.make_shapes import make_shapes  # noqa: E402
+from clipgen.data.shapes_shards import make_shapes  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
 from clipgen.engine.dist import init_distributed  # noqa: E402
 from clipgen.train.vqgan import VQGANTask, VQGANTrainConfig  # noqa: E402

@@ -4,7 +4,8 @@ A condition-transformer run directory names everything sampling needs: `model/` 
 transformer), `gap.json` (the bridge applied to text embeddings), `condition.yaml` (the VQGAN
 that decodes the tokens and the CLIP whose text tower reads the prompts) and `sampling.yaml` (the
 settings it is best sampled with, which every call starts from). A text-token baseline run reads
-prompts with its own `caption-vocab.txt` instead; its CLIP, if named, only re-ranks.
+prompts with its own `caption-vocab.txt` instead; its CLIP, if named, only re-ranks. The layout is
+clipgen/run_dir.py's, which the trainer writes to.
 
 Several requests (each: prompts, a seed, settings) can share one sampler call
 (`pipe.run_requests`, what `clipgen serve` batches with); every image draws from its own random
@@ -20,7 +21,6 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from clipgen.config import load_config
 from clipgen.images import to_pil
 from clipgen.sampling import SamplingSettings, check_seed, fresh_seed, read_run_sampling, row_uniforms
 
@@ -81,21 +81,19 @@ class ClipGenPipeline:
         from clipgen.encoders.gap import GapBridge
         from clipgen.models.gpt import load_gpt
         from clipgen.models.vqgan import VQGAN, vqgan_model_dir
-        from clipgen.train.gpt import CAPTION_VOCAB_NAME, ConditionConfig
+        from clipgen.run_dir import CAPTION_VOCAB_NAME, CONDITION_NAME, MODEL_DIR_NAME, read_condition
 
         run_dir = Path(run_dir)
-        if not (run_dir / "condition.yaml").is_file():
-            raise FileNotFoundError(f"{run_dir} is not a condition-transformer run directory (no condition.yaml)")
-        condition = load_config(ConditionConfig, run_dir / "condition.yaml")
+        condition = read_condition(run_dir)
         reads_tokens = condition.source == "caption-tokens"
         if not condition.vqgan:
-            raise ValueError(f"{run_dir}/condition.yaml must name the VQGAN (vqgan: DIR)")
+            raise ValueError(f"{run_dir}/{CONDITION_NAME} must name the VQGAN (vqgan: DIR)")
         if not (condition.clip or reads_tokens):
-            raise ValueError(f"{run_dir}/condition.yaml must name the CLIP that reads the prompts (clip: KIND:PATH)")
+            raise ValueError(f"{run_dir}/{CONDITION_NAME} must name the CLIP that reads the prompts (clip: KIND:PATH)")
         torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-        gpt = load_gpt(run_dir / "model").to(torch_device)
+        gpt = load_gpt(run_dir / MODEL_DIR_NAME).to(torch_device)
         if reads_tokens != (gpt.config.text_vocab_size > 0):
-            raise ValueError(f"{run_dir}: condition.yaml says source {condition.source}, but model/ "
+            raise ValueError(f"{run_dir}: {CONDITION_NAME} says source {condition.source}, but {MODEL_DIR_NAME}/ "
                              f"{'reads caption tokens' if gpt.config.text_vocab_size else 'reads embeddings'}")  # fmt: skip
         tokenizer = None
         if reads_tokens:

@@ -94,16 +94,22 @@ def fresh_seed() -> int:
     return secrets.randbits(32)
 
 
-def row_uniforms(seed: int, rows: int, num_tokens: int) -> torch.Tensor:
-    """[rows, num_tokens] float64 uniforms in [0, 1): row r from its own generator, seeded with
-    63 bits hashed from (seed, r) (numpy's SeedSequence), drawn on the CPU so a CPU and a GPU run
-    of the same request draw the same numbers."""
+def row_seed(seed: int, row: int) -> int:
+    """The seed of row `row`'s own stream in a request seeded `seed`: 63 bits hashed from
+    (seed, row) by numpy's SeedSequence. Generators clipgen did not train (`clipgen compare
+    --diffusers`) seed their images with it too, so image k of prompt i has one seed everywhere."""
     import numpy as np
 
     check_seed(seed)
     words = list(divmod(seed, 2**32)[::-1])  # SeedSequence mixes 32-bit words: low, high
+    return int(np.random.SeedSequence([*words, row]).generate_state(1, np.uint64)[0]) >> 1
+
+
+def row_uniforms(seed: int, rows: int, num_tokens: int) -> torch.Tensor:
+    """[rows, num_tokens] float64 uniforms in [0, 1): row r from its own generator, seeded with
+    `row_seed(seed, r)`, drawn on the CPU so a CPU and a GPU run of the same request draw the same
+    numbers."""
     out = torch.empty(rows, num_tokens, dtype=torch.float64)
     for row in range(rows):
-        stream_seed = int(np.random.SeedSequence([*words, row]).generate_state(1, np.uint64)[0]) >> 1
-        out[row] = torch.rand(num_tokens, dtype=torch.float64, generator=torch.Generator().manual_seed(stream_seed))
+        out[row] = torch.rand(num_tokens, dtype=torch.float64, generator=torch.Generator().manual_seed(row_seed(seed, row)))
     return out

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from clipgen.cli import main as clipgen_main
-from clipgen.commands.make_shapes import make_shapes
+from clipgen.data.shapes_shards import make_shapes
 from data_helpers import save_tiny_stage_models
 
 CONFIG = Path(__file__).parent.parent / "configs/gpt/shapes32.yaml"

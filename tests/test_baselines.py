@@ -17,7 +17,7 @@ from clipgen.encoders import load_clip
 from clipgen.encoders.caption_tokens import CaptionTokenizer, write_char_vocab
 from clipgen.models.gpt import ConditionTransformer, GPTConfig
 from clipgen.pipeline import ClipGenPipeline
-from clipgen.train.gpt import CAPTION_VOCAB_NAME
+from clipgen.run_dir import CAPTION_VOCAB_NAME
 from gpt_helpers import gpt_args, make_stages
 
 PROMPTS = ["红色圆形", "左上有一个小的蓝色正方形"]

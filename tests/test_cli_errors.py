@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from clipgen.cli import main as clipgen_main
-from clipgen.commands.make_shapes import make_shapes
+from clipgen.data.shapes_shards import make_shapes
 from clipgen.config import ConfigError
 from clipgen.data.tokens import write_token_shard
 from data_helpers import save_tiny_stage_models

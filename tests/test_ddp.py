@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipgen.commands.make_shapes import make_shapes
+from clipgen.data.shapes_shards import make_shapes
 from clipgen.engine.checkpoint import latest_checkpoint, load_checkpoint
 from clipgen.engine.dist import free_port
 from test_train_vqgan import SHAPES32, tiny_overrides

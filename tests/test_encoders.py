@@ -117,7 +117,7 @@ def test_open_clip_matches_open_clip(open_clip_file):
 
 def test_toy_clip_trains_through_the_cli_and_loads_as_a_clip(tmp_path):
     from clipgen.cli import main as clipgen_main
-    from clipgen.commands.make_shapes import make_shapes
+    from clipgen.data.shapes_shards import make_shapes
 
     make_shapes(tmp_path / "train", 64, size=32, seed=0, shard_size=32)
     make_shapes(tmp_path / "heldout", 16, size=32, seed=1, shard_size=16)

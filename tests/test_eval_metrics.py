@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipgen.commands.make_shapes import make_shapes
+from clipgen.data.shapes_shards import make_shapes
 from clipgen.encoders import load_clip
 from clipgen.eval.frechet import FeatureStats, frechet_distance_of
 from clipgen.eval.scores import (

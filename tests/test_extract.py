@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clipgen.cli import main as clipgen_main
-from clipgen.commands.make_shapes import make_shapes
+from clipgen.data.shapes_shards import make_shapes
 from clipgen.data.loader import ImageDataConfig, make_image_loader
 from clipgen.data.tokens import iter_token_shard
 from clipgen.encoders import load_clip

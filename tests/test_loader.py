@@ -10,7 +10,7 @@ import logging
 import pytest
 import torch
 
-from clipgen.commands.make_shapes import make_shapes
+from clipgen.data.shapes_shards import make_shapes
 from clipgen.data import loader as loader_module
 from clipgen.data.loader import ImageDataConfig, expand_shards, make_image_loader
 from data_helpers import image_bytes, truncated_jpeg, write_tar

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from clipgen.commands.make_shapes import make_shapes
+from clipgen.data.shapes_shards import make_shapes
 from clipgen.data.shapes import (
     ATTRIBUTES,
     BACKGROUND_RGB,

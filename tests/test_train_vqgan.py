@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clipgen.cli import main as clipgen_main
-from clipgen.commands.make_shapes import make_shapes
+from clipgen.data.shapes_shards import make_shapes
 from clipgen.config import ConfigError
 from clipgen.engine.checkpoint import latest_checkpoint, load_checkpoint
 

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from clipgen.config import load_config
+from clipgen.formats.taming import load_taming_vqgan
 from clipgen.models.vqgan import VQGAN, VQGANConfig
 from clipgen.train.vqgan import VQGANTrainConfig
 
@@ -26,7 +27,7 @@ def shapes_of(model: torch.nn.Module) -> dict[str, str]:
 
 def test_taming_f16_yaml_builds_the_reference_keys_and_shapes():
     with torch.device("meta"):  # the shapes without allocating 76M parameters
-        model = VQGAN.from_taming(None, ROOT / "configs/taming/vqgan_f16_16384.yaml")
+        model = load_taming_vqgan(None, ROOT / "configs/taming/vqgan_f16_16384.yaml")
     assert shapes_of(model) == reference_shapes()
 
 
@@ -38,9 +39,9 @@ def test_native_f16_config_builds_the_same_architecture():
     assert cfg.model.token_grid == 16
 
 
-def test_from_taming_reproduces_taming_indices_and_pixels():
+def test_load_taming_vqgan_reproduces_taming_indices_and_pixels():
     ref = load_file(str(TINY / "reference.safetensors"))
-    model = VQGAN.from_taming(TINY / "model.ckpt", TINY / "config.yaml").eval()
+    model = load_taming_vqgan(TINY / "model.ckpt", TINY / "config.yaml").eval()
     indices = model.encode_to_indices(ref["input"])
     assert indices.dtype == torch.int64 and indices.shape == ref["indices"].shape
     assert torch.equal(indices, ref["indices"])
@@ -55,22 +56,22 @@ def _write_ckpt(tmp_path, state):
     return path
 
 
-def test_from_taming_drops_loss_keys_and_names_any_other_mismatch(tmp_path):
+def test_load_taming_vqgan_drops_loss_keys_and_names_any_other_mismatch(tmp_path):
     state = torch.load(TINY / "model.ckpt", weights_only=True)["state_dict"]
     assert any(k.startswith("loss.") for k in state)  # the fixture carries them, as real ckpts do
     missing = {k: v for k, v in state.items() if k != "quant_conv.bias"}
     with pytest.raises(ValueError, match=r"missing keys: quant_conv\.bias"):
-        VQGAN.from_taming(_write_ckpt(tmp_path, missing), TINY / "config.yaml")
+        load_taming_vqgan(_write_ckpt(tmp_path, missing), TINY / "config.yaml")
     extra = {**state, "decoder.extra.weight": torch.zeros(1)}
     with pytest.raises(ValueError, match=r"unexpected keys: decoder\.extra\.weight"):
-        VQGAN.from_taming(_write_ckpt(tmp_path, extra), TINY / "config.yaml")
+        load_taming_vqgan(_write_ckpt(tmp_path, extra), TINY / "config.yaml")
 
 
-def test_from_taming_wrong_paths_are_clear(tmp_path):
+def test_load_taming_vqgan_wrong_paths_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="taming checkpoint not found"):
-        VQGAN.from_taming(tmp_path / "none.ckpt", TINY / "config.yaml")
+        load_taming_vqgan(tmp_path / "none.ckpt", TINY / "config.yaml")
     with pytest.raises(FileNotFoundError, match="taming config not found"):
-        VQGAN.from_taming(None, tmp_path / "none.yaml")
+        load_taming_vqgan(None, tmp_path / "none.yaml")
 
 
 class PickledCallback:
@@ -81,7 +82,7 @@ def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "objects.ckpt"
     torch.save({"state_dict": {}, "callbacks": PickledCallback()}, path)
     with pytest.raises(ValueError, match="not loaded for safety"):
-        VQGAN.from_taming(path, TINY / "config.yaml")
+        load_taming_vqgan(path, TINY / "config.yaml")
 
 
 def tiny_config(**overrides) -> VQGANConfig:

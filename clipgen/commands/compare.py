@@ -1,9 +1,11 @@
-"""`clipgen compare`: the same prompts, seeds and sample counts for every run, one report.
+"""`clipgen compare`: the same prompts, seeds and sample counts for every generator, one report.
 
 Runs are condition-transformer run directories of any kind (language-free, caption-trained,
-text-token). Writes DIR/report.md, DIR/metrics.{csv,json}, DIR/bars.png, side-by-side grids in
-DIR/grids/ and every sample in DIR/samples/RUN/. Runs under torchrun (prompt batches are shared
-out, statistics gathered).
+text-token); beside them stand generators clipgen did not train: folders of images drawn
+elsewhere (`--images NAME=DIR`) and local diffusers pipelines (`--diffusers NAME=DIR`). Every one
+gets the same metrics. Writes DIR/report.md, DIR/metrics.{csv,json}, DIR/bars.png, side-by-side
+grids in DIR/grids/ and every sample in DIR/samples/NAME/. Runs under torchrun (prompt batches are
+shared out, statistics gathered).
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", nargs="+", required=True, help="run directories to compare")
+    parser.add_argument("--runs", nargs="+", default=[], help="clipgen run directories to compare")
+    parser.add_argument("--images", action="append", default=[], metavar="NAME=DIR",
+                        help="a folder of images another tool drew, named as sample.py names its own: {i:04d}_{k}.png "
+                             "(i the prompt's 0-based index, k the image); every one the comparison needs must be "
+                             "there (repeatable)")
+    parser.add_argument("--diffusers", action="append", default=[], metavar="NAME=DIR[;steps=N;guidance=G]",
+                        help="a local diffusers text-to-image pipeline (save_pretrained's directory; never "
+                             "downloaded), run on the same prompts, seeds and counts; steps default 50, guidance "
+                             "7.5; needs pip install 'clipgen[diffusers]' (repeatable)")
     parser.add_argument("--prompts", required=True, help="one prompt per line, or an EasyNLP/MUGE TSV (idx, text, imgbase64)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--real", default="", help="image shards of real images for the Fréchet distances")
@@ -39,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clipgen.comparison import CompareJob, run_compare
+    from clipgen.comparison.diffusers_pipeline import DiffusersSource
+    from clipgen.comparison.generators import ImageFolderSource
     from clipgen.engine.dist import cleanup_distributed, init_distributed
     from clipgen.engine.logging import setup_console_logging
     from clipgen.errors import input_errors_exit
@@ -52,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
             runs=[Path(r) for r in args.runs], prompts_file=Path(args.prompts), out=Path(args.out), real=args.real,
             num_images=args.num_images, seed=args.seed, batch_size=args.batch_size, clip=args.clip,
             inception=args.inception, max_real=args.max_real, max_grids=args.max_grids, judge=args.judge, sampling=sampling,
+            images=[ImageFolderSource.parse(given) for given in args.images],
+            diffusers=[DiffusersSource.parse(given) for given in args.diffusers],
         )  # fmt: skip
         info = init_distributed(args.device)
         setup_console_logging(info.is_main)

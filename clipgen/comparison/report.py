@@ -58,8 +58,10 @@ def write_report(out: Path, summary: dict, grid_prompts: Sequence[str]) -> Path:
     lines = [
         "# clipgen compare", "",
         f"{summary['prompts']} prompts from `{summary['prompts_file']}`, {summary['num_images']} image(s) each, "
-        f"seed {summary['seed']} (prompt batch b of {summary['batch_size']} uses seed + b), sampling {summary['sampling']}.", "",
+        f"seed {summary['seed']} (prompt batch b of {summary['batch_size']} uses seed + b), clipgen runs sampled with "
+        f"{summary['sampling']}.", "",
         markdown_table(metrics), "",
+        "- Generators:", *(f"  - `{name}`: {what}" for name, what in summary["generators"].items()),
         f"- Fréchet distances: against {summary['real_images']} real images from `{summary['real_source'] or '(none)'}`; "
         f"feature spaces {spaces}.",
         f"- CLIP score: mean of max(100·cos, 0) under `{scorer}`.",

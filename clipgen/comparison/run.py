@@ -1,10 +1,13 @@
-"""Sample every run with the same prompts, seeds and sample counts, and score them the same way.
+"""Sample every generator with the same prompts, seeds and sample counts, and score them the same way.
 
-Prompts are cut into batches of `batch_size`; batch b is sampled with seed `seed + b` by every run
-and handled by rank b mod world_size, so the images do not depend on how many ranks there are.
-Statistics are sums gathered over ranks; rank 0 writes the report, after every rank has written
-its samples (DIR/samples/RUN/{i:04d}_{k}.png, i the prompt's 0-based index among the prompts read,
-k the sample).
+The generators are clipgen runs, folders of images drawn elsewhere and diffusers pipelines
+(generators.py). Prompts are cut into batches of `batch_size`; batch b is sampled with seed
+`seed + b` by every generator that takes seeds and handled by rank b mod world_size, so the images
+do not depend on how many ranks there are. Every image is fitted to the comparison's side (the
+first generator's: a clipgen run's VQGAN resolution) before it is scored or saved. Statistics are
+sums gathered over ranks; rank 0 writes the report, after every rank has written its samples
+(DIR/samples/NAME/{i:04d}_{k}.png, i the prompt's 0-based index among the prompts read, k the
+sample).
 """
 
 from __future__ import annotations
@@ -15,18 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import torch
 from PIL import Image
 
+from clipgen.comparison.diffusers_pipeline import DiffusersSource
+from clipgen.comparison.generators import (
+    SAMPLE_NAME, ImageFolderSource, RunSource, Source, absolute_path, fit_images, run_names,
+)
 from clipgen.engine.atomic import atomic_write
 from clipgen.engine.dist import DistInfo, barrier
+from clipgen.run_dir import CONDITION_NAME, read_condition
 
 log = logging.getLogger("clipgen.compare")
 
 
 @dataclass
 class CompareJob:
-    runs: list[Path]
+    runs: list[Path]  # clipgen run directories, named by their directory names
     prompts_file: Path
     out: Path
     real: str = ""  # image shards for the reference set (else the TSV's images, else no FD)
@@ -38,14 +45,23 @@ class CompareJob:
     max_real: int = 10000
     max_grids: int = 64  # side-by-side grids for the first prompts (every sample is on disk anyway)
     judge: str = "auto"  # shapes-zh attribute accuracy: auto (when every prompt names a shape), shapes, off
-    sampling: dict = field(default_factory=dict)  # guidance_scale, top_k, top_p, temperature
+    sampling: dict = field(default_factory=dict)  # guidance_scale, top_k, top_p, temperature (clipgen runs)
+    images: list[ImageFolderSource] = field(default_factory=list)  # --images NAME=DIR
+    diffusers: list[DiffusersSource] = field(default_factory=list)  # --diffusers NAME=DIR[;...]
+
+    def sources(self) -> list[Source]:
+        """Every generator, in the report's order: the runs, the image folders, the pipelines."""
+        runs = [RunSource(name, Path(run)) for name, run in zip(run_names(self.runs), self.runs)]
+        return [*runs, *self.images, *self.diffusers]
 
     def command_line(self) -> str:
         """The `clipgen compare` command that regenerates this comparison."""
         import shlex
 
-        absolute = _absolute  # so that the command works from any directory
-        args = ["clipgen", "compare", "--runs", *map(absolute, self.runs), "--prompts", absolute(self.prompts_file),
+        absolute = absolute_path
+        runs = ["--runs", *map(absolute, self.runs)] if self.runs else []
+        others = [flag for source in [*self.images, *self.diffusers] for flag in source.flags()]
+        args = ["clipgen", "compare", *runs, *others, "--prompts", absolute(self.prompts_file),
                 "--out", absolute(self.out), "--num-images", str(self.num_images), "--seed", str(self.seed),
                 "--batch-size", str(self.batch_size), "--max-real", str(self.max_real), "--max-grids", str(self.max_grids),
                 "--judge", self.judge]
@@ -56,32 +72,21 @@ class CompareJob:
         return shlex.join(args)  # fmt: skip
 
 
-def _absolute(path: str | Path) -> str:
-    return str(Path(path).resolve())
-
-
-def run_names(runs: Sequence[Path]) -> list[str]:
-    """Each run's directory name; where names repeat, the second gets -2, the third -3 (names
-    become sub-directories of the output, so they never hold a path)."""
-    names, seen = [], {}
-    for run in runs:
-        name = Path(run).resolve().name
-        seen[name] = seen.get(name, 0) + 1
-        names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
-    return names
-
-
-def check_job(job: CompareJob) -> None:
-    """Every input is checked before the first run is sampled, so a typo costs seconds, not hours."""
+def check_job(job: CompareJob, num_prompts: int) -> None:
+    """Every input is checked before the first generator is loaded, so a typo costs seconds, not
+    hours, and a comparison that cannot finish writes nothing."""
     from clipgen.data.loader import expand_shards
 
-    if not job.runs:
-        raise ValueError("no runs to compare")
+    sources = job.sources()
+    if not sources:
+        raise ValueError("nothing to compare: name clipgen runs (--runs), image folders (--images) or pipelines (--diffusers)")
     if job.num_images < 1 or job.batch_size < 1 or job.max_real < 0 or job.max_grids < 0:
         raise ValueError("num_images and batch_size must be at least 1, max_real and max_grids at least 0")
-    for run in job.runs:
-        if not (Path(run) / "condition.yaml").is_file() or not (Path(run) / "model").is_dir():
-            raise ValueError(f"{run} is not a condition-transformer run directory (needs condition.yaml and model/)")
+    names = [source.name for source in sources]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"two generators are named {', '.join(repeated)}: every name must be distinct")
+    for source in sources:
+        source.check(num_prompts, job.num_images)
     if job.judge not in ("auto", "shapes", "off"):
         raise ValueError(f"judge must be auto, shapes or off, got {job.judge!r}")
     if job.real:
@@ -93,11 +98,10 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
     from clipgen.comparison.report import write_report
     from clipgen.encoders import load_clip_spec
     from clipgen.eval.scores import GeneratedScores, clip_feature_space, feature_stats, inception_feature_space, shapes_prompts
-    from clipgen.pipeline import ClipGenPipeline
 
-    check_job(job)
     prompts, references = read_prompts(job.prompts_file)
-    names = run_names(job.runs)
+    check_job(job, len(prompts))
+    sources = job.sources()
     scorer_spec = job.clip or _conditioning_clip(job.runs)
     scorer = load_clip_spec(scorer_spec, device=info.device)
     spaces = {"clip": clip_feature_space(scorer)}
@@ -108,26 +112,25 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
     judge = job.judge == "shapes" or (job.judge == "auto" and shapes_prompts(prompts))
 
     scored, resolution = {}, None
-    for name, run_dir in zip(names, job.runs):
-        pipe = ClipGenPipeline.from_pretrained(run_dir, device=str(info.device))
-        resolution = resolution or pipe.vqgan.config.resolution
+    for source in sources:
+        generator = source.open(info.device, job.sampling)
+        resolution = resolution or generator.resolution
         scores = GeneratedScores(spaces, scorer, judge)
-        sample_dir = job.out / "samples" / name
+        sample_dir = job.out / "samples" / source.name
         if info.is_main and sample_dir.exists():  # samples of an earlier comparison must not mix in
             shutil.rmtree(sample_dir)
         barrier()
         sample_dir.mkdir(parents=True, exist_ok=True)
         for b, start in _my_batches(len(prompts), job.batch_size, info):
             batch = prompts[start : start + job.batch_size]
-            # no re-ranking unless asked; what job.sampling names (the command names all four) is the
-            # same for every run, whatever its own sampling.yaml says
-            groups = pipe(batch, num_images=job.num_images, seed=job.seed + b, **{"candidates": 0, **job.sampling})
+            groups = [fit_images(images, resolution) for images in generator.draw(batch, start, job.num_images, job.seed + b)]
             for i, images in enumerate(groups, start=start):
                 for k, image in enumerate(images):
-                    with atomic_write(sample_dir / f"{i:04d}_{k}.png") as tmp:
+                    with atomic_write(sample_dir / SAMPLE_NAME.format(i=i, k=k)) as tmp:
                         image.save(tmp, format="PNG")
             scores.add([im for images in groups for im in images], [p for p in batch for _ in range(job.num_images)])
-        scored[name] = scores.gather()
+        scored[source.name] = scores.gather()
+        del generator  # one generator's weights in memory at a time
 
     real = feature_stats(spaces, _real_batches(job, references, resolution, info)) if (job.real or references) else {}
     results = {name: scores.results(real) for name, scores in scored.items()}
@@ -135,7 +138,8 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
         log.info("%s: %s", name, {k: round(v, 2) for k, v in metrics.items()})
     barrier()  # every rank's samples are on disk before rank 0 draws the grids
     summary = {
-        "runs": {name: str(run) for name, run in zip(names, job.runs)}, "metrics": results,
+        "runs": {source.name: str(source.directory) for source in sources}, "metrics": results,
+        "generators": {source.name: source.describe() for source in sources},
         "prompts": len(prompts), "prompts_file": str(job.prompts_file), "num_images": job.num_images,
         "seed": job.seed, "batch_size": job.batch_size, "sampling": job.sampling, "scoring_clip": scorer_spec,
         "scoring_clip_is_conditioning_clip": not job.clip, "feature_spaces": {n: space.description
@@ -152,14 +156,10 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
 
 
 def _conditioning_clip(runs: Sequence[Path]) -> str:
-    from clipgen.config import load_config
-    from clipgen.train.gpt import ConditionConfig
-
     for run in runs:
-        path = Path(run) / "condition.yaml"
-        if path.is_file() and (spec := load_config(ConditionConfig, path).clip):
+        if (Path(run) / CONDITION_NAME).is_file() and (spec := read_condition(run).clip):
             return spec
-    raise ValueError("no run names a CLIP to score with: pass --clip KIND:PATH")
+    raise ValueError("no clipgen run names a CLIP to score with: pass --clip KIND:PATH")
 
 
 def _my_batches(n: int, batch_size: int, info: DistInfo) -> Iterator[tuple[int, int]]:
@@ -171,15 +171,13 @@ def _my_batches(n: int, batch_size: int, info: DistInfo) -> Iterator[tuple[int, 
 def _real_batches(job: CompareJob, references: list[Image.Image], resolution: int, info: DistInfo) -> Iterator[list[Image.Image]]:
     """This rank's share of the reference images, at most max_real in all, 64 at a time."""
     from clipgen.data.loader import ImageDataConfig, make_image_loader
-    from clipgen.data.transforms import ImageTransform
     from clipgen.images import to_pil
 
     if not job.real:
         # the same centre crop and size as shard images get, and as the generated images have
-        fit = ImageTransform(resolution)
         mine = references[info.rank : job.max_real : info.world_size]
         for start in range(0, len(mine), 64):
-            yield to_pil(torch.stack([fit(image) for image in mine[start : start + 64]]))
+            yield fit_images(mine[start : start + 64], resolution)
         return
 
     cfg = ImageDataConfig(shards=job.real, image_size=resolution, num_workers=0)

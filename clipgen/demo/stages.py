@@ -37,7 +37,7 @@ def _corpus_source(directory: Path) -> dict | None:
 
 def draw_corpus(directory: Path, n: int, seed: int, size: int = 32) -> None:
     """shapes-zh images into `directory`, unless a complete drawing with these settings is there."""
-    from clipgen.commands.make_shapes import make_shapes
+    from clipgen.data.shapes_shards import make_shapes
 
     if _corpus_source(directory) != {"n": n, "seed": seed, "size": size}:
         make_shapes(directory, n, size=size, seed=seed, shard_size=1000, overwrite=True)
@@ -121,18 +121,18 @@ def derive_retrieval_run(trained: Path, out: Path, train_image_emb, retrieval_k:
     the weights came from."""
     import shutil
 
-    from clipgen.config import load_config, save_config
+    from clipgen.config import save_config
     from clipgen.encoders.gap import GapBridge
-    from clipgen.train.gpt import ConditionConfig
+    from clipgen.run_dir import CONDITION_NAME, MODEL_DIR_NAME, read_condition
 
-    condition = load_config(ConditionConfig, trained / "condition.yaml")
+    condition = read_condition(trained)
     if condition.gap.bridge != "none":
         raise ValueError(f"{trained} was trained with the {condition.gap.bridge} bridge, not none")
     condition.gap.bridge, condition.gap.retrieval_k = "retrieval", retrieval_k
-    shutil.copytree(trained / "model", out / "model", dirs_exist_ok=True)
+    shutil.copytree(trained / MODEL_DIR_NAME, out / MODEL_DIR_NAME, dirs_exist_ok=True)
     bank = GapBridge.bank_from(train_image_emb, condition.gap.bank_size, seed)
     GapBridge(condition.gap, bank=bank).save(out)
-    save_config(condition, out / "condition.yaml")
+    save_config(condition, out / CONDITION_NAME)
     note = {"weights_from": str(trained), "why": "the retrieval bridge trains exactly as none; only inference differs"}
     (out / "derived-from.json").write_text(json.dumps(note, indent=2), encoding="utf-8")
     return out

@@ -1,8 +1,9 @@
 """The VQGAN: encoder -> 1x1 conv -> vector quantiser -> 1x1 conv -> decoder.
 
 Parameter names are taming-transformers' (`encoder.*`, `quant_conv.*`, `quantize.embedding.weight`,
-`post_quant_conv.*`, `decoder.*`), so `VQGAN.from_taming` loads its checkpoints directly. The
-native format is a directory with `config.json` and `model.safetensors` (`save_pretrained`).
+`post_quant_conv.*`, `decoder.*`), so taming's checkpoints load directly
+(`clipgen.formats.taming.load_taming_vqgan`, which stands above this file). The native format is a
+directory with `config.json` and `model.safetensors` (`save_pretrained`).
 """
 
 from __future__ import annotations
@@ -114,13 +115,6 @@ class VQGAN(nn.Module):
         model = cls(from_dict(VQGANConfig, meta))
         load_state_strict(model, state, source=str(directory))
         return model
-
-    @classmethod
-    def from_taming(cls, ckpt_path: str | Path | None, config_path: str | Path) -> "VQGAN":
-        """A taming-transformers VQGAN from its Lightning checkpoint and YAML config."""
-        from clipgen.models.taming import load_taming_vqgan
-
-        return load_taming_vqgan(cls, ckpt_path, config_path)
 
 
 def vqgan_model_dir(path: str | Path) -> Path:

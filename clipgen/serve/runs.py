@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from clipgen.run_dir import is_gpt_run_dir
+
 log = logging.getLogger("clipgen.serve")
 
 
@@ -22,7 +24,7 @@ def find_runs(paths: Sequence[str | Path]) -> dict[str, Path]:
         path = Path(given)
         if not path.exists():
             raise FileNotFoundError(f"{given}: no such run directory")
-        if not (path / "condition.yaml").is_file() or not (path / "model").is_dir():
+        if not is_gpt_run_dir(path):
             skipped.append(str(given))
             continue
         name = path.resolve().name

@@ -30,13 +30,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from clipgen.config import ConfigError, check_fields, from_dict, save_config
 from clipgen.data.loader import derive_seed
 from clipgen.data.token_dataset import TokenData
-from clipgen.encoders.gap import GapBridge, GapConfig
+from clipgen.encoders.gap import GapBridge
 from clipgen.engine.dist import DistInfo, all_reduce_sum
 from clipgen.engine.ema import EMA
 from clipgen.engine.logging import RunLogger
 from clipgen.engine.schedule import lr_factor
 from clipgen.engine.trainer import RunConfig, autocast_context, autocast_dtype
 from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups
+from clipgen.run_dir import CAPTION_VOCAB_NAME, CONDITION_NAME, MODEL_DIR_NAME, ConditionConfig
 from clipgen.sampling import SamplingSettings
 from clipgen.train.muon import MuonAndAdamW, is_hidden_matrix
 
@@ -47,19 +48,6 @@ log = logging.getLogger("clipgen.train")
 class TokenDataConfig:
     train: str = ""  # token shards from `clipgen extract`
     val: str = ""  # held-out token shards; empty: no validation loss
-
-
-CAPTION_VOCAB_NAME = "caption-vocab.txt"  # the text-token run's own copy of its vocab file
-
-
-@dataclass
-class ConditionConfig:
-    source: Literal["image", "caption", "caption-tokens"] = "image"
-    caption_vocab: str = ""  # caption-tokens: a BERT-style vocab.txt (e.g. bert-base-chinese's)
-    cond_dropout: float = 0.1  # share of images trained with the null prefix (CFG)
-    gap: GapConfig = field(default_factory=GapConfig)
-    clip: str = ""  # KIND:PATH[;KEY=VALUE...] of the CLIP the tokens were extracted with (prompts, C3 text mean)
-    vqgan: str = ""  # the VQGAN run or model dir (to draw the sample grids; recorded for sampling)
 
 
 @dataclass
@@ -376,9 +364,9 @@ class GPTTask:
         from clipgen.models.gpt import save_gpt
         from clipgen.sampling import write_run_sampling
 
-        save_gpt(self.eval_model(), run_dir / "model")
+        save_gpt(self.eval_model(), run_dir / MODEL_DIR_NAME)
         self.bridge.save(run_dir)
-        save_config(self.cfg.condition, run_dir / "condition.yaml")
+        save_config(self.cfg.condition, run_dir / CONDITION_NAME)
         sample = self.cfg.sample
         write_run_sampling(run_dir, SamplingSettings(guidance_scale=sample.guidance_scale, top_k=sample.top_k, temperature=sample.temperature))
         if self.caption_tokenizer is not None:

@@ -1,5 +1,8 @@
 """Loading CompVis/taming-transformers VQGANs: a Lightning `.ckpt` plus its YAML config.
 
+`load_taming_vqgan(ckpt, config)` gives a clipgen `VQGAN`, whose parameter names are taming's, so
+the weights load as they are.
+
 The YAML's `model.params` carries `embed_dim`, `n_embed` and the encoder/decoder `ddconfig`.
 The checkpoint's `state_dict` holds the model under taming's names, plus the discriminator and
 LPIPS under `loss.*`; those are training-only and dropped on purpose. Taming's quantiser is its
@@ -10,17 +13,15 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import yaml
 
 from clipgen.config import ConfigError
 from clipgen.models.quantize import QuantizerConfig
+from clipgen.models.vqgan import VQGAN, VQGANConfig
 from clipgen.models.weights import load_state_strict
-
-if TYPE_CHECKING:
-    from clipgen.models.vqgan import VQGAN
 
 _DDCONFIG_KEYS = (
     "resolution", "in_channels", "out_ch", "ch", "ch_mult", "num_res_blocks",
@@ -28,10 +29,8 @@ _DDCONFIG_KEYS = (
 )  # fmt: skip
 
 
-def taming_config(config_path: str | Path):
+def taming_config(config_path: str | Path) -> VQGANConfig:
     """The VQGANConfig described by a taming YAML file."""
-    from clipgen.models.vqgan import VQGANConfig
-
     config_path = Path(config_path)
     if not config_path.is_file():
         raise FileNotFoundError(f"taming config not found: {config_path}")
@@ -79,8 +78,10 @@ def read_lightning_state_dict(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_taming_vqgan(cls: type["VQGAN"], ckpt_path: str | Path | None, config_path: str | Path) -> "VQGAN":
-    model = cls(taming_config(config_path))
+def load_taming_vqgan(ckpt_path: str | Path | None, config_path: str | Path) -> VQGAN:
+    """A taming-transformers VQGAN from its Lightning checkpoint and YAML config (no checkpoint:
+    the architecture with fresh weights)."""
+    model = VQGAN(taming_config(config_path))
     if ckpt_path is not None:
         state = {k: v for k, v in read_lightning_state_dict(ckpt_path).items() if not k.startswith("loss.")}
         load_state_strict(model, state, source=str(ckpt_path))

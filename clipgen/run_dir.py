@@ -1,0 +1,51 @@
+"""The condition-transformer run directory: what `train_gpt.py` writes and every reader relies on.
+
+A run directory holds
+- `model/`: the transformer (`clipgen.models.gpt.save_gpt` / `load_gpt`);
+- `condition.yaml`: a `ConditionConfig`, what the model reads (image or caption embeddings, or
+  caption tokens) and which VQGAN and CLIP go with it;
+- `gap.json`: the modality-gap bridge (`clipgen.encoders.gap.GapBridge`);
+- `sampling.yaml`: the settings it is best sampled with (`clipgen.sampling`);
+- `caption-vocab.txt`: a text-token run's own copy of its vocab file.
+
+The contract lives here, below the trainer and below every reader (the pipeline, `clipgen compare`,
+`clipgen serve`, the demo, and the importers of other projects' released models), so that reading
+a run never means importing the code that trains one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from clipgen.config import load_config
+from clipgen.encoders.gap import GapConfig
+
+MODEL_DIR_NAME = "model"
+CONDITION_NAME = "condition.yaml"
+CAPTION_VOCAB_NAME = "caption-vocab.txt"  # the text-token run's own copy of its vocab file
+
+
+@dataclass
+class ConditionConfig:
+    source: Literal["image", "caption", "caption-tokens"] = "image"
+    caption_vocab: str = ""  # caption-tokens: a BERT-style vocab.txt (e.g. bert-base-chinese's)
+    cond_dropout: float = 0.1  # share of images trained with the null prefix (CFG)
+    gap: GapConfig = field(default_factory=GapConfig)
+    clip: str = ""  # KIND:PATH[;KEY=VALUE...] of the CLIP the tokens were extracted with (prompts, C3 text mean)
+    vqgan: str = ""  # the VQGAN run or model dir (to draw the sample grids; recorded for sampling)
+
+
+def is_gpt_run_dir(path: str | Path) -> bool:
+    """Whether `path` holds a finished condition-transformer run (its condition.yaml and model/)."""
+    path = Path(path)
+    return (path / CONDITION_NAME).is_file() and (path / MODEL_DIR_NAME).is_dir()
+
+
+def read_condition(run_dir: str | Path) -> ConditionConfig:
+    """The run's condition.yaml; a directory without one is refused by name."""
+    path = Path(run_dir) / CONDITION_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a condition-transformer run directory (no {CONDITION_NAME})")
+    return load_config(ConditionConfig, path)
