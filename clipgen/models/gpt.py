@@ -198,7 +198,12 @@ class ConditionTransformer(nn.Module):
         emb = self.tok_emb(tokens)
         return emb if bias is None else emb + bias.unsqueeze(1)
 
-    def _run(self, x: torch.Tensor, start: int, cache: KVCache | None = None, layer_bias: torch.Tensor | None = None) -> torch.Tensor:
+    def _run(
+        self, x: torch.Tensor, start: int, cache: KVCache | None = None, layer_bias: torch.Tensor | None = None, first_logit: int = 0
+    ) -> torch.Tensor:
+        """Logits for the positions of x from `first_logit` on. The final norm and the head run only
+        there: the prefix predicts nothing, and at 16384 codes slicing the logits afterwards cost a
+        zero-filled [B, T, vocab] gradient in every backward pass."""
         positions = torch.arange(start, start + x.shape[1], device=x.device)
         h = self.drop(x + self.pos_emb(positions))
         for layer, block in enumerate(self.blocks):
@@ -207,13 +212,13 @@ class ConditionTransformer(nn.Module):
             h = block(h, cache, layer, self.rope, start)
         if cache is not None:
             cache.length += x.shape[1]
-        return self.head(self.ln_f(h))
+        return self.head(self.ln_f(h[:, first_logit:]))
 
     def forward(self, cond: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, T, vocab] predicting tokens [B, T] (T ≤ block_size) from the condition."""
         emb = self.embed_tokens(tokens[:, :-1], self.condition_bias(cond, drop))
         x = torch.cat([self.prefix(cond, drop), emb], dim=1)
-        return self._run(x, start=0, layer_bias=self.layer_bias(cond, drop))[:, self.config.n_prefix - 1 :]
+        return self._run(x, start=0, layer_bias=self.layer_bias(cond, drop), first_logit=self.config.n_prefix - 1)
 
     def loss(self, cond: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         logits = self(cond, tokens, drop)
@@ -262,11 +267,11 @@ class ConditionTransformer(nn.Module):
         if not kv_cache:  # re-run the prefix and every token so far, as the naive samplers do
             for i in range(num_tokens):
                 seq = tokens[:, :i].repeat(2, 1) if picker.guided else tokens[:, :i]
-                logits = self._run(torch.cat([prefix, self.embed_tokens(seq, bias)], dim=1), 0, None, layer_bias)[:, -1]
+                logits = self._run(torch.cat([prefix, self.embed_tokens(seq, bias)], dim=1), 0, None, layer_bias, first_logit=-1)[:, 0]
                 tokens[:, i : i + 1] = picker.pick(logits.float(), i)
             return tokens
         cache = KVCache(cfg, prefix.shape[0], cond.device, prefix.dtype)
-        logits = self._run(prefix, 0, cache, layer_bias)[:, -1]
+        logits = self._run(prefix, 0, cache, layer_bias, first_logit=-1)[:, 0]
         step = _DecodeStep(self, cache, bias, layer_bias)
         for i in range(num_tokens):
             next_token = picker.pick(logits.float(), i)
