@@ -36,13 +36,10 @@ same shapes and weights, and divides by the step time.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,22 +50,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import clipgen.models.gpt as tree_gpt  # noqa: E402
+from bench.revision import load_revision  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
 from clipgen.train.gpt import GPTTrainConfig  # noqa: E402
 
 SCALES = {"demo": "configs/gpt/shapes32.yaml", "paper": "configs/gpt/medium_f16_16384.yaml"}
-
-
-def load_revision(rev: str):
-    """clipgen/models/gpt.py as of `rev`, imported as a module of its own."""
-    source = subprocess.run(["git", "show", f"{rev}:clipgen/models/gpt.py"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="bench_sampler_")) / f"gpt_{rev.replace('/', '_')}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"gpt_before_{abs(hash(rev))}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def same_weights(module, model):

@@ -5,6 +5,11 @@ conditions, in one process, so the ratios compare like with like:
 
     python bench/gpt_step.py                       # the shipped config and the variants it adds up from
     python bench/gpt_step.py --steps 100 --variant "adamw" "muon,rope_2d"
+    python bench/gpt_step.py --variant shipped --before 3d5c04c     # the model code of a revision against the tree's
+
+With `--before REV` each variant is timed twice, alternating: models/gpt.py and models/rope.py as of
+REV (bench/revision.py) and as in the working tree, on the same initial weights, and the script
+says whether the first step's loss is bit-identical and how far the losses of three steps differ.
 
 A variant is a comma-separated list of: adamw (start from AdamW, learned positions only, no
 per-layer condition, batch 16), rope_2d, cond_every_layer, muon, b32 (batch 32); "shipped" is the
@@ -23,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.revision import load_revision  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
 from clipgen.models.gpt import ConditionTransformer  # noqa: E402
 from clipgen.train.gpt import GPTTrainConfig, make_optimizer  # noqa: E402
@@ -39,20 +45,30 @@ def configure(base: GPTTrainConfig, variant: str) -> tuple:
     return model, optim, 32 if "b32" in parts else 16
 
 
-def step_ms(model_cfg, optim_cfg, batch: int, steps: int, warmup: int) -> float:
+def make_step(model_cls, model_cfg, optim_cfg, batch: int, initial: dict | None = None):
+    """A closure running one full step of a fresh model (weights `initial` when given) -> loss."""
     torch.manual_seed(0)
-    model = ConditionTransformer(model_cfg).train()
+    model = model_cls(model_cfg).train()
+    if initial is not None:
+        model.load_state_dict(initial)
     opt = make_optimizer(model, optim_cfg)
-    cond = torch.randn(batch, model_cfg.cond_dim)
-    tokens = torch.randint(0, model_cfg.vocab_size, (batch, model_cfg.block_size))
-    drop = torch.rand(batch) < 0.1
+    generator = torch.Generator().manual_seed(1)
+    cond = torch.randn(batch, model_cfg.cond_dim, generator=generator)
+    tokens = torch.randint(0, model_cfg.vocab_size, (batch, model_cfg.block_size), generator=generator)
+    drop = torch.rand(batch, generator=generator) < 0.1
 
-    def one_step():
-        model.loss(cond, tokens, drop).backward()
+    def one_step() -> torch.Tensor:
+        loss = model.loss(cond, tokens, drop)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss.detach()
 
+    return model, one_step
+
+
+def time_steps(one_step, steps: int, warmup: int) -> float:
     for _ in range(warmup):
         one_step()
     start = time.perf_counter()
@@ -61,15 +77,48 @@ def step_ms(model_cfg, optim_cfg, batch: int, steps: int, warmup: int) -> float:
     return (time.perf_counter() - start) / steps * 1000
 
 
+def step_ms(model_cfg, optim_cfg, batch: int, steps: int, warmup: int) -> float:
+    return time_steps(make_step(ConditionTransformer, model_cfg, optim_cfg, batch)[1], steps, warmup)
+
+
+def before_after(before_module, model_cfg, optim_cfg, batch: int, steps: int, warmup: int, rounds: int = 3) -> tuple:
+    """(before ms, after ms, (first loss bit-identical, largest loss difference over 3 steps)),
+    timed in alternating rounds."""
+    tree_model, tree_step = make_step(ConditionTransformer, model_cfg, optim_cfg, batch)
+    initial = {k: v.clone() for k, v in tree_model.state_dict().items()}
+    before_cfg = before_module.GPTConfig(**vars(model_cfg))
+    _, before_step = make_step(before_module.ConditionTransformer, before_cfg, optim_cfg, batch, initial)
+    # from the same weights the first loss should agree bit for bit; after a few updates, a change
+    # in summation order (e.g. a gradient reduced over fewer rows) may show in the last bits
+    _, tree_check = make_step(ConditionTransformer, model_cfg, optim_cfg, batch, initial)
+    losses = [(before_step(), tree_check()) for _ in range(3)]
+    same = (torch.equal(*losses[0]), max(abs(a.item() - b.item()) for a, b in losses))
+    times = {"before": [], "after": []}
+    for _ in range(rounds):
+        times["before"].append(time_steps(before_step, steps, warmup))
+        times["after"].append(time_steps(tree_step, steps, warmup))
+    return min(times["before"]), min(times["after"]), same
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/gpt/shapes32.yaml")
     parser.add_argument("--variant", nargs="+", default=DEFAULT_VARIANTS)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--before", help="git revision: time its model code against the working tree's")
     args = parser.parse_args()
     base = load_config(GPTTrainConfig, args.config)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"{cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.before:
+        before = load_revision(args.before)
+        print(f"{'variant':<45} {'batch':>5} {'before ms':>10} {'after ms':>9} {'before/after':>13}  first loss identical, max loss diff in 3 steps")
+        for variant in args.variant:
+            model_cfg, optim_cfg, batch = configure(base, variant)
+            ms_before, ms_after, same = before_after(before, model_cfg, optim_cfg, batch, args.steps, args.warmup)
+            print(f"{variant:<45} {batch:>5} {ms_before:>10.1f} {ms_after:>9.1f} {ms_before / ms_after:>12.2f}x  {same[0]}, {same[1]:.1e}")
+        return
     print(f"{'variant':<45} {'batch':>5} {'ms/step':>8} {'ms/image':>9} {'ms/image ratio':>15}")
     first = None
     for variant in args.variant:

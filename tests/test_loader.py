@@ -261,3 +261,30 @@ def test_config_loads_through_the_shared_config_mechanism():
     assert (cfg.shards, cfg.crop, cfg.num_workers) == ("a/s-{0..3}.tar", "center", 2)
     with pytest.raises(ConfigError, match="crop"):
         load_config(ImageDataConfig, None, ["crop=middle"])
+
+
+def test_the_decoded_image_cache_changes_no_batch_and_decodes_each_image_once(shapes_dir, monkeypatch):
+    from clipgen.data import decoded_cache
+
+    decoded = []
+    original = decoded_cache.decode_rgb
+    monkeypatch.setattr(decoded_cache, "decode_rgb", lambda data, min_side: decoded.append(1) or original(data, min_side))
+    batches = 3 * N_IMAGES // 4  # three passes over the corpus in batches of 4
+    plain = collect(make_image_loader(ImageDataConfig(shards=str(shapes_dir)), batch_size=4, seed=5), batches)
+    cached = collect(make_image_loader(ImageDataConfig(shards=str(shapes_dir), decoded_cache_mb=1), batch_size=4, seed=5), batches)
+    assert keys_of(plain) == keys_of(cached) and all(torch.equal(a["image"], b["image"]) for a, b in zip(plain, cached))
+    assert len(decoded) == N_IMAGES  # three epochs, one decode each
+    # past the budget, images are decoded as usual
+    decoded.clear()
+    tiny = collect(make_image_loader(ImageDataConfig(shards=str(shapes_dir), decoded_cache_mb=0), batch_size=4, seed=5), batches)
+    assert len(decoded) == 0 and keys_of(tiny) == keys_of(plain)  # 0: no cache at all, decode_rgb as before
+
+
+def test_the_decoded_image_cache_keeps_nothing_past_its_budget():
+    from clipgen.data.decoded_cache import DecodedImageCache
+
+    cache = DecodedImageCache(budget_mb=1)
+    small, large = image_bytes("PNG", (32, 32)), image_bytes("PNG", (1000, 1000))  # 3 KB and 3 MB decoded
+    assert cache.decode("s.tar", "a", small, 32) is cache.decode("s.tar", "a", small, 32)
+    assert cache.decode("s.tar", "b", large, 32) is not cache.decode("s.tar", "b", large, 32)
+    assert cache.used_bytes == 32 * 32 * 3 and list(cache.images) == [("s.tar", "a")]

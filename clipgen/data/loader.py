@@ -55,6 +55,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, get_worker_info
 
 from clipgen.data.decode import IMAGE_EXTENSIONS, BadImageError, BadSample, BadSampleLog, decode_rgb
+from clipgen.data.decoded_cache import DecodedImageCache
 from clipgen.data.shard_index import index_shard
 from clipgen.data.stream_position import StreamPosition
 from clipgen.data.transforms import ImageTransform
@@ -89,6 +90,9 @@ class ImageDataConfig:
     shuffle: bool = True
     num_workers: int = 0
     resampled: bool = True
+    # > 0: keep decoded images in memory up to this many MB per reader process, so a corpus that
+    # fits is decoded once rather than once an epoch (data/decoded_cache.py)
+    decoded_cache_mb: int = 0
 
 
 # ---------------------------------------------------------------- shard lists
@@ -277,8 +281,8 @@ class DecodeAndTransform:
     Only decoding failures become BadSamples: an exception in the transform is a bug and is
     raised, so that a broken transform cannot silently turn every sample into a "bad" one."""
 
-    def __init__(self, transform: ImageTransform, seed: int, epoch: int, rank: int):
-        self.transform, self.seed, self.epoch, self.rank = transform, seed, epoch, rank
+    def __init__(self, transform: ImageTransform, seed: int, epoch: int, rank: int, cache: DecodedImageCache | None = None):
+        self.transform, self.seed, self.epoch, self.rank, self.cache = transform, seed, epoch, rank, cache
 
     def __call__(self, samples: Iterator[tuple[Place, dict | BadSample]]) -> Iterator[tuple[Place, dict | BadSample]]:
         needs_rng = self.transform.crop == "random" or self.transform.flip
@@ -293,7 +297,10 @@ class DecodeAndTransform:
                 yield place, BadSample(shard, key, f"no image in sample (has: {', '.join(present) or 'nothing'})")
                 continue
             try:
-                image = decode_rgb(data, min_side=self.transform.size)
+                if self.cache is None:
+                    image = decode_rgb(data, min_side=self.transform.size)
+                else:
+                    image = self.cache.decode(shard, key, data, self.transform.size)
             except BadImageError as err:
                 yield place, BadSample(shard, key, str(err))
                 continue
@@ -412,6 +419,8 @@ def make_image_loader(cfg: ImageDataConfig, *, batch_size: int, seed: int, rank:
         raise ValueError(f"seed and epoch must be non-negative, got seed={seed}, epoch={epoch}")
     if cfg.num_workers < 0:
         raise ValueError(f"num_workers must be non-negative, got {cfg.num_workers}")
+    if cfg.decoded_cache_mb < 0:
+        raise ValueError(f"decoded_cache_mb must be non-negative, got {cfg.decoded_cache_mb}")
     start = start or StreamPosition.start(cfg.num_workers)
     if start.num_workers != max(1, cfg.num_workers):
         raise ValueError(f"the stream position is for {start.num_workers} workers, data.num_workers is {cfg.num_workers}")
@@ -425,7 +434,7 @@ def make_image_loader(cfg: ImageDataConfig, *, batch_size: int, seed: int, rank:
         functools.partial(take_share, index=rank, total=world_size),
         WorkerShards(start),
         ReadSamples(start, shuffle=train and cfg.shuffle, seed=seed, epoch=epoch, rank=rank),
-        DecodeAndTransform(transform, seed, epoch, rank),
+        DecodeAndTransform(transform, seed, epoch, rank, DecodedImageCache(cfg.decoded_cache_mb) if cfg.decoded_cache_mb else None),
         BatchGoodSamples(batch_size, keep_partial=not train, image_size=cfg.image_size),
     )
     return ImageLoader(pipeline, shards=shards, batch_size=batch_size, num_workers=cfg.num_workers,

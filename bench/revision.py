@@ -1,0 +1,41 @@
+"""Modules of clipgen as of another git revision, imported beside the working tree's, so a bench can
+time "before" and "after" in one process on the same weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_revision(rev: str, paths: tuple[str, ...] = ("clipgen/models/rope.py", "clipgen/models/gpt.py")) -> ModuleType:
+    """The files at `paths` as of `rev`, each imported as a module of its own, in order; while a later
+    one is imported, `clipgen.…` names of the earlier ones resolve to the revision's copies (gpt.py
+    then gets the revision's Rope2D, not the tree's). Returns the last module."""
+    folder = Path(tempfile.mkdtemp(prefix="clipgen_rev_"))
+    displaced: dict[str, ModuleType | None] = {}
+    module = None
+    try:
+        for path in paths:
+            source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+            name = path.removesuffix(".py").replace("/", ".")
+            file = folder / f"{name.replace('.', '_')}_{rev.replace('/', '_')}.py"
+            file.write_text(source)
+            spec = importlib.util.spec_from_file_location(f"{name}__at_{abs(hash(rev))}", file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # dataclasses look their module up there
+            displaced.setdefault(name, sys.modules.get(name))
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+    finally:
+        for name, original in displaced.items():
+            if original is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = original
+    return module
