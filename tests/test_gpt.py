@@ -136,3 +136,23 @@ def test_kv_cache_sampler_matches_the_naive_one_in_float32_with_per_row_settings
     assert torch.equal(cached, model.sample(cond, uniforms=uniforms, kv_cache=False, **settings))
     assert not cached.is_inference()  # an ordinary tensor for the caller, though drawn in inference mode
     cached += 0  # so in-place use works
+
+
+def test_top_p_within_the_top_k_keeps_what_the_full_sort_keeps():
+    # with every row cut to its top-k first, top-p sorts only those candidates (a large vocabulary)
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4096) * 3
+    k, p = torch.tensor([[5], [50], [500], [1], [200], [64]]), torch.tensor([[0.9], [0.5], [0.95], [0.9], [0.99], [1.0]])
+    fast = filter_logits(logits, top_k=k, top_p=p)
+    reference = logits.clone()
+    for row in range(6):  # one row at a time, by definition: the top k, then the smallest head reaching p
+        order = reference[row].argsort(descending=True)
+        keep = order[: int(k[row])]
+        probs = torch.softmax(reference[row, keep], dim=-1)
+        before = probs.cumsum(0) - probs
+        keep = keep[before < float(p[row])]
+        mask = torch.ones(4096, dtype=torch.bool)
+        mask[keep] = False
+        reference[row, mask] = float("-inf")
+    assert torch.equal(torch.isinf(fast), torch.isinf(reference))
+    assert torch.equal(fast[~torch.isinf(fast)], logits[~torch.isinf(fast)])

@@ -385,7 +385,8 @@ class RowPicker:
         divisor = torch.where(self.greedy, 1.0, self.temperature)
         self.divisor = None if bool((divisor == 1).all()) else divisor
         self.top_k_filter = _TopK(self.top_k, self.max_k) if self.max_k > 0 else None
-        self.top_p_filter = _TopP(self.top_p) if self.any_top_p else None
+        within = self.max_k if self.max_k > 0 and bool((self.top_k > 0).all()) else None
+        self.top_p_filter = _TopP(self.top_p, within) if self.any_top_p else None
 
     def pick(self, logits: torch.Tensor, step: int) -> torch.Tensor:
         """[rows or 2·rows, vocab] float logits -> [rows, 1] token ids."""
@@ -427,7 +428,8 @@ def filter_logits(
     if max_k > 0:
         logits = _TopK(k, max_k)(logits)
     if isinstance(top_p, torch.Tensor) or top_p < 1.0:
-        logits = _TopP(_column(top_p, rows, logits.dtype, logits.device))(logits)
+        within = max_k if max_k > 0 and bool((k > 0).all()) else None
+        logits = _TopP(_column(top_p, rows, logits.dtype, logits.device), within)(logits)
     return logits
 
 
@@ -449,19 +451,30 @@ class _TopK:
 
 
 class _TopP:
-    """filter_logits' top-p step for a fixed [B, 1] column of p (1: keep the row whole)."""
+    """filter_logits' top-p step for a fixed [B, 1] column of p (1: keep the row whole).
 
-    def __init__(self, p: torch.Tensor):
-        self.p, self.on = p, p < 1.0
+    `within`: every row has already been cut to its top-k, at most `within` tokens, so when that is
+    a small part of the vocabulary only those are sorted (torch.topk), not all of it: the pick at
+    16384 codes with top-k 500 and top-p 0.95, clip-gen's settings (bench/bench_pick.py --before,
+    BENCHMARKS.md). Everything outside them ends at -inf, also a token tied with the k-th one that
+    top-k had let through beside it."""
+
+    def __init__(self, p: torch.Tensor, within: int | None = None):
+        self.p, self.on, self.within = p, p < 1.0, within
         self.all_on = bool(self.on.all())
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        if self.within is not None and 4 * self.within <= logits.shape[-1]:  # else a full sort is as fast
+            sorted_logits, order = torch.topk(logits, self.within, dim=-1)
+            out = torch.full_like(logits, float("-inf"))
+        else:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            out = logits
         sorted_probs = F.softmax(sorted_logits, dim=-1)
         # drop a token when the ones before it already reach top_p (the first always stays)
         reached = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.p.to(logits.dtype)
         remove_sorted = reached if self.all_on else reached & self.on
-        return logits.masked_fill(remove_sorted.scatter(-1, order, remove_sorted), float("-inf"))
+        return out.scatter(-1, order, sorted_logits.masked_fill(remove_sorted, float("-inf")))
 
 
 def adamw_param_groups(model: nn.Module, weight_decay: float, skip: set[int] = frozenset()) -> list[dict]:

