@@ -97,15 +97,15 @@ def _flat_kinds(keys: StateMap, prefix: str) -> list[str]:
 
 def _copy_resnet(keys: StateMap, src: str, dst: str) -> None:
     for src_part, dst_part in (("block.0", "norm1"), ("block.2", "conv1"), ("block.3", "norm2"), ("block.6", "conv2")):
-        keys.copy_under(f"{src}.{src_part}.", f"{dst}.{dst_part}.")
+        keys.copy_module(f"{src}.{src_part}", f"{dst}.{dst_part}")
     if keys.has(f"{src}.shortcut.weight"):  # only where the channel count changes
-        keys.copy_under(f"{src}.shortcut.", f"{dst}.nin_shortcut.")
+        keys.copy_module(f"{src}.shortcut", f"{dst}.nin_shortcut")
 
 
 def _copy_attention(keys: StateMap, src: str, dst: str) -> None:
     """nn.MultiheadAttention's fused [3C, C] in-projection (q, k, v rows) into taming's three 1x1
     convs, and its out-projection into proj_out."""
-    keys.copy_under(f"{src}.norm.", f"{dst}.norm.")
+    keys.copy_module(f"{src}.norm", f"{dst}.norm")
     weight, bias = keys.take(f"{src}.attn.in_proj_weight"), keys.take(f"{src}.attn.in_proj_bias")
     channels = weight.shape[1]
     for name, w, b in zip("qkv", weight.split(channels), bias.split(channels), strict=True):
@@ -129,7 +129,7 @@ def _copy_levels(keys: StateMap, src: str, dst: str, encoder: bool) -> None:
         elif kind == "attn":  # follows the residual block it belongs to
             _copy_attention(keys, here, f"{dst}.{level}.attn.{block - 1}")
         else:
-            keys.copy_under(f"{here}.conv.", f"{dst}.{level}.{'downsample' if encoder else 'upsample'}.conv.")
+            keys.copy_module(f"{here}.conv", f"{dst}.{level}.{'downsample' if encoder else 'upsample'}.conv")
             level, block = (level + 1, 0) if encoder else (level - 1, 0)
 
 
@@ -142,19 +142,19 @@ def _copy_middle(keys: StateMap, src: str, dst: str) -> None:
 def rename_clip_gen_vqgan(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """clip-gen's VQGAN weights under taming's (clipgen's) names; the discriminator left out."""
     keys = StateMap(state, source)
-    keys.copy_under("encoder.conv_in.", "encoder.conv_in.")
+    keys.copy_module("encoder.conv_in", "encoder.conv_in")
     _copy_levels(keys, "encoder.down", "encoder.down", encoder=True)
     _copy_middle(keys, "encoder.mid", "encoder.mid")
-    keys.copy_under("encoder.final.0.", "encoder.norm_out.")
-    keys.copy_under("encoder.final.2.", "encoder.conv_out.")
-    keys.copy_under("encoder.final.3.", "quant_conv.")
+    keys.copy_module("encoder.final.0", "encoder.norm_out")
+    keys.copy_module("encoder.final.2", "encoder.conv_out")
+    keys.copy_module("encoder.final.3", "quant_conv")
     keys.copy("quantizer.embedding.weight", "quantize.embedding.weight")
-    keys.copy_under("decoder.quant_conv_in.", "post_quant_conv.")
-    keys.copy_under("decoder.conv_in.", "decoder.conv_in.")
+    keys.copy_module("decoder.quant_conv_in", "post_quant_conv")
+    keys.copy_module("decoder.conv_in", "decoder.conv_in")
     _copy_middle(keys, "decoder.mid", "decoder.mid")
     _copy_levels(keys, "decoder.up", "decoder.up", encoder=False)
-    keys.copy_under("decoder.final.0.", "decoder.norm_out.")
-    keys.copy_under("decoder.final.2.", "decoder.conv_out.")
+    keys.copy_module("decoder.final.0", "decoder.norm_out")
+    keys.copy_module("decoder.final.2", "decoder.conv_out")
     keys.drop("discriminator.")  # the GAN's critic: training only
     return keys.finish()
 
@@ -199,7 +199,7 @@ def rename_clip_gen_gpt(state: dict[str, torch.Tensor], config: GPTConfig, sourc
     keys = StateMap(state, source)
     keys.copy("tok_emb.weight", "tok_emb.weight")
     keys.out["pos_emb.weight"] = keys.take("pos_emb")[0]
-    keys.copy_under("cond_proj.", "cond_proj.")
+    keys.copy_module("cond_proj", "cond_proj")
     causal_mask = torch.ones(config.block_size, config.block_size, dtype=torch.bool).triu(1)
     for i in range(config.n_layer):
         mask = keys.take(f"blocks.{i}.mask")
@@ -208,11 +208,11 @@ def rename_clip_gen_gpt(state: dict[str, torch.Tensor], config: GPTConfig, sourc
         src, dst = f"blocks.{i}.encoder.", f"blocks.{i}."
         keys.copy(f"{src}self_attn.in_proj_weight", f"{dst}attn.qkv.weight")  # q, k, v rows, as clipgen's
         keys.copy(f"{src}self_attn.in_proj_bias", f"{dst}attn.qkv.bias")
-        keys.copy_under(f"{src}self_attn.out_proj.", f"{dst}attn.proj.")
+        keys.copy_module(f"{src}self_attn.out_proj", f"{dst}attn.proj")
         for src_part, dst_part in (("norm1", "ln_1"), ("norm2", "ln_2"), ("linear1", "mlp.0"), ("linear2", "mlp.2")):
-            keys.copy_under(f"{src}{src_part}.", f"{dst}{dst_part}.")
-    keys.copy_under("norm.", "ln_f.")
-    keys.copy_under("head.", "head.")
+            keys.copy_module(f"{src}{src_part}", f"{dst}{dst_part}")
+    keys.copy_module("norm", "ln_f")
+    keys.copy_module("head", "head")
     renamed = keys.finish()
     renamed["null_prefix"] = torch.zeros(config.n_prefix, config.n_embd)  # clip-gen has no null condition
     return renamed

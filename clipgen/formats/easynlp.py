@@ -126,13 +126,13 @@ def copy_transformer(keys: StateMap, config: ArtistConfig, knowledge: bool) -> G
                              "which clipgen's causal attention cannot reproduce")  # fmt: skip
         for part in ("weight", "bias"):
             keys.out[f"{dst}attn.qkv.{part}"] = torch.cat([keys.take(f"{src}attn.{name}.{part}") for name in ("query", "key", "value")])
-        keys.copy_under(f"{src}attn.proj.", f"{dst}attn.proj.")
+        keys.copy_module(f"{src}attn.proj", f"{dst}attn.proj")
         for src_part, dst_part in (("ln1", "ln_1"), ("ln2", "ln_2"), ("mlp.0", "mlp.0"), ("mlp.2", "mlp.2")):
-            keys.copy_under(f"{src}{src_part}.", f"{dst}{dst_part}.")
-    keys.copy_under("transformer.ln_f.", "ln_f.")
+            keys.copy_module(f"{src}{src_part}", f"{dst}{dst_part}")
+    keys.copy_module("transformer.ln_f", "ln_f")
     keys.copy("transformer.head.weight", "head.weight")
     if entity_dim:
-        keys.copy_under("transformer.ent_emb.", "ent_emb.")
+        keys.copy_module("transformer.ent_emb", "ent_emb")
     elif has_entities:
         keys.drop("transformer.ent_emb.")
     return gpt_config

@@ -39,6 +39,12 @@ class StateMap:
     def copy(self, src: str, dst: str) -> None:
         self.out[dst] = self.take(src)
 
+    def copy_module(self, src: str, dst: str, parts=("weight", "bias")) -> None:
+        """One module's parameters (`src.weight` -> `dst.weight`, ...); a missing one is an error that
+        names it in the source's terms."""
+        for part in parts:
+            self.copy(f"{src}.{part}", f"{dst}.{part}")
+
     def copy_under(self, src_prefix: str, dst_prefix: str) -> None:
         """Every key under `src_prefix`, renamed to the same suffix under `dst_prefix`; none is an error."""
         keys = self.keys(src_prefix)
