@@ -8,6 +8,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 CLIP_GEN = FIXTURES / "clipgen_release"
 EASYNLP = FIXTURES / "easynlp"
 ARTIST = EASYNLP / "artist"
+TOLERANCE = 1e-4  # float32 logits and pixels; indices and greedy tokens are equal
 ENTITY_FILES = ["--entity2vec", str(ARTIST / "entity2vec.pt"), "--entity2id", str(ARTIST / "entity2id.txt")]
 
 
@@ -23,3 +24,16 @@ def make_painter_dir(directory: Path) -> Path:
     for name in ("config.json", "vocab.txt"):
         shutil.copy(ARTIST / name, directory / name)
     return directory
+
+
+def assert_vqgan_reproduces(vqgan, reference) -> None:
+    """The seed project's encode indices (equal) and quantised codes and decoded pixels (float32,
+    TOLERANCE), from its fixture's reference tensors."""
+    import torch
+
+    with torch.no_grad():
+        encoded = vqgan.encode(reference["images"])
+        assert torch.equal(encoded.indices, reference["indices"])
+        assert (encoded.quantized - reference["quant"]).abs().max() < TOLERANCE
+        assert (vqgan.decode(reference["quant"]) - reference["decoded"]).abs().max() < TOLERANCE
+        assert (vqgan.decode_indices(reference["indices"]) - reference["decoded_from_indices"]).abs().max() < TOLERANCE

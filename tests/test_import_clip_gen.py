@@ -3,7 +3,6 @@ against what clip-gen's own code computes from the tiny checkpoints in
 tests/fixtures/clipgen_release/ (made by tests/fixtures/make_clipgen_reference.py)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +11,7 @@ from safetensors.torch import load_file
 from clipgen.cli import main as clipgen_main
 from clipgen.models.gpt import filter_logits, load_gpt
 from clipgen.models.vqgan import VQGAN
-
-FIXTURES = Path(__file__).parent / "fixtures" / "clipgen_release"
-TOLERANCE = 1e-4
+from import_helpers import CLIP_GEN as FIXTURES, TOLERANCE, assert_vqgan_reproduces
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +43,7 @@ def run(tmp_path_factory, clip512):
 def test_the_vqgan_gives_clip_gens_indices_and_pixels(run, reference):
     vqgan = VQGAN.from_pretrained(run / "vqgan").eval()
     assert vqgan.config.norm_eps == 1e-5 and vqgan.config.quantizer.beta == 0.2
-    with torch.no_grad():
-        encoded = vqgan.encode(reference["images"])
-        assert torch.equal(encoded.indices, reference["indices"])
-        assert (encoded.quantized - reference["quant"]).abs().max() < TOLERANCE
-        assert (vqgan.decode(reference["quant"]) - reference["decoded"]).abs().max() < TOLERANCE
-        assert (vqgan.decode_indices(reference["indices"]) - reference["decoded_from_indices"]).abs().max() < TOLERANCE
+    assert_vqgan_reproduces(vqgan, reference)
 
 
 def test_the_gpt_gives_clip_gens_logits_and_greedy_tokens(run, reference):

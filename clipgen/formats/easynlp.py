@@ -19,6 +19,7 @@ here every key is accounted for, and an unknown or missing one is an error that 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +80,6 @@ def read_easynlp_dir(src: str | Path) -> EasyNLPCheckpoint:
             raise FileNotFoundError(f"{src} is not an EasyNLP checkpoint directory: it has no {name}")
     raw = read_text_file(src / CONFIG_FILE, "SRC")
     try:
-        import json
-
         config = from_dict(ArtistConfig, json.loads(raw), where=f"{src / CONFIG_FILE}: ")
     except json.JSONDecodeError as err:
         raise ConfigError(f"{src / CONFIG_FILE} is not JSON ({err})") from None

@@ -8,7 +8,6 @@ source project's own demo or predictor uses.
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 from clipgen.formats.run_writer import check_out_dir, write_imported_run
@@ -72,8 +71,8 @@ def import_easynlp_run(src: str | Path, out: str | Path, entity2vec: str | Path 
     provenance = {"format": "alibaba/EasyNLP text2image", "src": str(Path(src).resolve()),
                   "weights_sha256": _sha256(Path(src) / "pytorch_model.bin"), "knowledge": with_knowledge}  # fmt: skip
     if with_knowledge:
-        from safetensors.torch import save
         import torch
+        from safetensors.torch import save
 
         vectors = read_torch_file(entity2vec, "--entity2vec")
         if not isinstance(vectors, torch.Tensor) or vectors.dim() != 2 or vectors.shape[1] != gpt_model.config.entity_dim:
