@@ -216,8 +216,8 @@ class ClipGenPipeline:
         kwargs = [s.sampler_kwargs() for s in settings]
         per_row = {name: torch.cat([torch.full((n,), k[name]) for n, k in zip(sizes, kwargs, strict=True)]) for name in kwargs[0]}
         uniforms = torch.cat([row_uniforms(seed, n, self.gpt.config.block_size) for n, seed in zip(sizes, seeds, strict=True)])
-        if knowledge is not None:
-            per_row["knowledge"] = knowledge.to(self.device)
-        tokens = self.gpt.sample(torch.cat(list(conds)).to(self.device), uniforms=uniforms, kv_cache=kv_cache, **per_row)
+        knowledge = None if knowledge is None else knowledge.to(self.device)
+        tokens = self.gpt.sample(torch.cat(list(conds)).to(self.device), uniforms=uniforms, kv_cache=kv_cache,
+                                 knowledge=knowledge, **per_row)  # fmt: skip
         grid = self.vqgan.config.token_grid
         return [to_pil(self.vqgan.decode_indices(group.view(-1, grid, grid))) for group in tokens.split(sizes)]

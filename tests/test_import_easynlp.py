@@ -110,3 +110,20 @@ def test_artist_without_knowledge_is_asked_for_by_name(tmp_path):
     assert clipgen_main(["import", "easynlp", str(ARTIST), "--no-knowledge", "--out", str(tmp_path / "run")]) == 0
     assert load_gpt(tmp_path / "run" / "model").ent_emb is None
     assert not (tmp_path / "run" / "knowledge").exists()
+
+
+def test_the_entity_lexicon_matches_as_artists_preprocessing(tmp_path):
+    from clipgen.encoders.entity_lexicon import ENTITY_SLOTS, EntityLexicon, read_entity2id
+
+    (tmp_path / "entity2id.txt").write_text("5\n天安门\t4\n天安门广场\t5\n广场\t6\n猫\t7\nab\t8\n广场\t3\n", encoding="utf-8")
+    words = read_entity2id(tmp_path / "entity2id.txt")
+    assert words["广场"] == 3  # a repeated word keeps its last id
+    lexicon = EntityLexicon(words, torch.randn(9, 5), length=6)
+    tokens = list("北京天安门广场") + ["ab", "猫"]  # a multi-character token never matches; single characters are dropped
+    assert lexicon.matches(tokens) == [(2, 4, 4), (2, 6, 5), (5, 6, 3)]  # overlapping ones too, by start then end
+    ids = lexicon.matrix(tokens)
+    assert ids.shape == (ENTITY_SLOTS, 6) and ids[1].tolist() == [0, 0, 5, 5, 5, 5]  # cut at the caption length
+    many = EntityLexicon(words, torch.randn(9, 5), length=32).matrix(list("广场") * 12)  # the first ENTITY_SLOTS matches count
+    assert (many != 0).sum(dim=1).tolist() == [2] * ENTITY_SLOTS
+    with pytest.raises(ValueError, match="entity id 8 has no vector"):
+        EntityLexicon(words, torch.randn(8, 5), length=6)
