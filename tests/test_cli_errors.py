@@ -266,6 +266,10 @@ IMPORT_CASES = [
                                   "--entity2id", "{artist}/entity2id.txt"], ["not an ARTIST checkpoint"]),  # fmt: skip
     ("entity ids as vectors", ["import", "easynlp", "{artist}", "--entity2vec", "{artist}/entity2id.txt",
                                "--entity2id", "{artist}/entity2id.txt"], ["--entity2vec", "entity2id.txt"]),  # fmt: skip
+    ("knowledge and no knowledge", ["import", "easynlp", "{artist}", "--no-knowledge", "--entity2vec",
+                                    "{artist}/entity2vec.pt", "--entity2id", "{artist}/entity2id.txt"], ["--no-knowledge"]),  # fmt: skip
+    ("half the entity files", ["import", "easynlp", "{artist}", "--entity2id", "{artist}/entity2id.txt"],
+     ["--entity2vec", "--entity2id"]),  # fmt: skip
     ("out not empty", ["import", "easynlp", "{root}/painter", "--out", "{root}/not-empty"], ["not-empty", "not empty"]),
 ]
 

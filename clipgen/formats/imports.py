@@ -54,6 +54,8 @@ def import_easynlp_run(src: str | Path, out: str | Path, entity2vec: str | Path 
     check_out_dir(out)
     if (entity2vec is None) != (entity2id is None):
         raise ValueError("ARTIST's knowledge needs both --entity2vec and --entity2id")
+    if entity2vec is not None and not knowledge:
+        raise ValueError("--no-knowledge leaves ARTIST's knowledge out: give it without --entity2vec and --entity2id")
     checkpoint = read_easynlp_dir(src)
     is_artist = "transformer.ent_emb.weight" in checkpoint.state
     with_knowledge = entity2vec is not None
