@@ -60,6 +60,18 @@ def test_the_gpt_gives_clip_gens_logits_and_greedy_tokens(run, reference):
         assert torch.equal(tokens, reference["greedy_tokens"]), kv_cache
 
 
+def test_checkpoints_without_their_training_state_import_alike(run, tmp_path):
+    """The release files may keep their optimizer state or not: only `model` is read."""
+    for name in ("vqgan_coco.pt", "gpt_coco.pt"):
+        torch.save({"model": torch.load(FIXTURES / name, weights_only=True)["model"]}, tmp_path / name)
+    out = tmp_path / "bare"
+    assert clipgen_main(["import", "clip-gen", "--vqgan", str(tmp_path / "vqgan_coco.pt"), "--gpt", str(tmp_path / "gpt_coco.pt"),
+                         "--gpt-heads", "4", "--out", str(out)]) == 0  # fmt: skip
+    for part in ("model", "vqgan"):
+        ours, theirs = load_file(str(out / part / "model.safetensors")), load_file(str(run / part / "model.safetensors"))
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), part
+
+
 def test_top_k_and_top_p_keep_what_clip_gens_filter_keeps(reference):
     settings = json.loads((FIXTURES / "hparams.json").read_text())["reference"]["filter_settings"]
     for setting in settings:
