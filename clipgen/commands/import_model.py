@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clip_gen.add_argument("--clip", default="", metavar="SPEC",
                           help="the CLIP that reads prompts, KIND:PATH[;KEY=VALUE...]: one in OpenAI ViT-B/32's embedding "
                                "space, e.g. 'taiyi:/weights/taiyi-text;image_dir=/weights/clip-vit-b32' (Chinese) or "
-                               "'open_clip:/weights/vit-b-32-openai.bin;arch=ViT-B-32' (English)")  # fmt: skip
+                               "'open_clip:/weights/vit-b-32-openai.bin;arch=ViT-B-32-quickgelu' (English)")  # fmt: skip
     clip_gen.add_argument("--out", required=True, help="the run directory to write (must not exist, or be empty)")
     clip_gen.set_defaults(_import=_clip_gen)
 
