@@ -51,6 +51,11 @@ def _easynlp(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     out = args._import(args)
     print(f"wrote {out}")
+    if args.format == "clip-gen" and not args.clip:
+        print(f"note: no --clip given: name the CLIP that reads prompts as clip: in {out}/condition.yaml "
+              "before sampling from prompts", file=sys.stderr)  # fmt: skip
     return 0
