@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("extract", "VQGAN codes + CLIP image embeddings into token shards"),
     "train-gpt": ("train_gpt", "train the condition transformer on token shards (same as train_gpt.py)"),
     "lpips-weights": ("lpips_weights", "build the LPIPS weights file from VGG16 and lpips' heads"),
+    "import": ("import_model", "a released HFAiLab/clip-gen or EasyNLP text2image model as a clipgen run directory"),
     "compare": ("compare", "sample runs, image folders and diffusers pipelines with the same prompts and seeds; compare their metrics"),
     "demo": ("demo", "run the pipeline on shapes-zh, end to end"),
     "serve": ("serve", "a web page and JSON API to draw images from one run or several side by side"),

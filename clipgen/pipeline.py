@@ -67,13 +67,14 @@ class PromptRequest:
 
 class ClipGenPipeline:
     def __init__(self, gpt, vqgan, clip, bridge, device: torch.device, reranker=None, caption_tokenizer=None,
-                 sampling: SamplingSettings | None = None):  # fmt: skip
+                 sampling: SamplingSettings | None = None, entities=None):  # fmt: skip
         self.gpt, self.vqgan, self.clip, self.bridge, self.device = gpt, vqgan, clip, bridge, device
         # the CLIP that ranks candidates: the conditioning CLIP unless another is given (a CLIP the
         # generator was not conditioned on is a less biased judge of its own samples)
         self.reranker = reranker or clip
         self.caption_tokenizer = caption_tokenizer  # set for text-token runs, which read no CLIP
         self.sampling = sampling or SamplingSettings()  # what a call uses for each setting it leaves out
+        self.entities = entities  # an imported ARTIST run's EntityLexicon: the prompts' entity knowledge
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto") -> "ClipGenPipeline":
@@ -103,6 +104,11 @@ class ClipGenPipeline:
             if tokenizer.vocab_size != gpt.config.text_vocab_size:
                 raise ValueError(f"{run_dir / CAPTION_VOCAB_NAME} holds {tokenizer.vocab_size} tokens, "
                                  f"the model was trained on {gpt.config.text_vocab_size}")  # fmt: skip
+        entities = None
+        if gpt.config.entity_dim:
+            from clipgen.encoders.entity_lexicon import EntityLexicon
+
+            entities = EntityLexicon.from_run(run_dir, gpt.config.n_prefix)
         return cls(
             gpt,
             VQGAN.from_pretrained(vqgan_model_dir(condition.vqgan)).to(torch_device).eval(),
@@ -111,10 +117,20 @@ class ClipGenPipeline:
             torch_device,
             caption_tokenizer=tokenizer,
             sampling=read_run_sampling(run_dir),
+            entities=entities,
         )
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """What the transformer reads for these prompts: bridged CLIP text embeddings [B, dim], or a
+        text-token run's caption ids [B, n_prefix] (unshifted: the model adds the codebook size)."""
         return prompt_condition(prompts, self.clip, self.bridge, self.caption_tokenizer)
+
+    def encode_knowledge(self, prompts: Sequence[str]) -> torch.Tensor | None:
+        """An ARTIST run's entity vectors for these prompts ([B, entities, n_prefix, dim], from all
+        of each prompt's tokens, as ARTIST matches them); None for every other run."""
+        if self.entities is None:
+            return None
+        return self.entities.knowledge([self.caption_tokenizer.tokenizer.tokenize(p) for p in prompts])
 
     def request(
         self,
@@ -158,7 +174,10 @@ class ClipGenPipeline:
         """Each request's images (one list per prompt), all drawn in one sampler call. Each request's
         prompts are encoded on their own, so what shares the batch cannot change what it reads."""
         conds = [self.encode_prompts(r.prompts).repeat_interleave(r.per_prompt, dim=0) for r in requests]
-        drawn = self.draw(conds, [r.seed for r in requests], [r.settings for r in requests], kv_cache)
+        knowledge = None
+        if self.entities is not None:
+            knowledge = torch.cat([self.encode_knowledge(r.prompts).repeat_interleave(r.per_prompt, dim=0) for r in requests])
+        drawn = self.draw(conds, [r.seed for r in requests], [r.settings for r in requests], kv_cache, knowledge)
         results = []
         for request, images in zip(requests, drawn, strict=True):
             n = request.per_prompt
@@ -189,13 +208,16 @@ class ClipGenPipeline:
 
     @torch.no_grad()
     def draw(self, conds: Sequence[torch.Tensor], seeds: Sequence[int], settings: Sequence[SamplingSettings],
-             kv_cache: bool = True) -> list[list[Image.Image]]:  # fmt: skip
+             kv_cache: bool = True, knowledge: torch.Tensor | None = None) -> list[list[Image.Image]]:  # fmt: skip
         """Images for several groups of conditions in one sampler call: group g's rows take its
-        seed's streams (row r: (seeds[g], r)) and its settings; each group is decoded on its own."""
+        seed's streams (row r: (seeds[g], r)) and its settings; each group is decoded on its own.
+        `knowledge`: an ARTIST run's entity vectors, one row per condition row."""
         sizes = [len(c) for c in conds]
         kwargs = [s.sampler_kwargs() for s in settings]
         per_row = {name: torch.cat([torch.full((n,), k[name]) for n, k in zip(sizes, kwargs, strict=True)]) for name in kwargs[0]}
         uniforms = torch.cat([row_uniforms(seed, n, self.gpt.config.block_size) for n, seed in zip(sizes, seeds, strict=True)])
-        tokens = self.gpt.sample(torch.cat(list(conds)).to(self.device), uniforms=uniforms, kv_cache=kv_cache, **per_row)
+        knowledge = None if knowledge is None else knowledge.to(self.device)
+        tokens = self.gpt.sample(torch.cat(list(conds)).to(self.device), uniforms=uniforms, kv_cache=kv_cache,
+                                 knowledge=knowledge, **per_row)  # fmt: skip
         grid = self.vqgan.config.token_grid
         return [to_pil(self.vqgan.decode_indices(group.view(-1, grid, grid))) for group in tokens.split(sizes)]

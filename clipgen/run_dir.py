@@ -6,7 +6,8 @@ A run directory holds
   caption tokens) and which VQGAN and CLIP go with it;
 - `gap.json`: the modality-gap bridge (`clipgen.encoders.gap.GapBridge`);
 - `sampling.yaml`: the settings it is best sampled with (`clipgen.sampling`);
-- `caption-vocab.txt`: a text-token run's own copy of its vocab file.
+- `caption-vocab.txt`: a text-token run's own copy of its vocab file;
+- `knowledge/`: an imported ARTIST run's entity list and vectors (clipgen/encoders/entity_lexicon.py).
 
 The contract lives here, below the trainer and below every reader (the pipeline, `clipgen compare`,
 `clipgen serve`, the demo, and the importers of other projects' released models), so that reading
@@ -25,6 +26,8 @@ from clipgen.encoders.gap import GapConfig
 MODEL_DIR_NAME = "model"
 CONDITION_NAME = "condition.yaml"
 CAPTION_VOCAB_NAME = "caption-vocab.txt"  # the text-token run's own copy of its vocab file
+ENTITY_IDS_NAME = "knowledge/entity2id.txt"  # ARTIST's entity list, as it ships it
+ENTITY_VECTORS_NAME = "knowledge/entity2vec.safetensors"  # its entity vectors, under "entity2vec"
 
 
 @dataclass

@@ -194,3 +194,95 @@ def test_a_run_dir_in_use_by_another_process_is_one_line(inputs, capsys):
         holder.kill()
         holder.wait()
     assert_one_line(err, "clipgen train-gpt", "in use by another training process", f"pid {holder.pid}")
+
+
+# --- clipgen import: the seed systems' checkpoints, broken one way each ------------------------
+
+
+@pytest.fixture(scope="module")
+def seed_inputs(tmp_path_factory):
+    """Broken copies of the clip-gen and EasyNLP fixtures, one fault each."""
+    import shutil
+
+    import torch
+
+    from import_helpers import CLIP_GEN, make_painter_dir
+
+    root = tmp_path_factory.mktemp("seed_inputs")
+    for name in ("vqgan_coco.pt", "gpt_coco.pt"):
+        data = (CLIP_GEN / name).read_bytes()
+        (root / f"truncated-{name}").write_bytes(data[: len(data) // 2])
+    gpt = torch.load(CLIP_GEN / "gpt_coco.pt", weights_only=True)
+    gpt["model"]["blocks.0.encoder.extra.weight"] = torch.zeros(2)
+    torch.save(gpt, root / "gpt-unknown-key.pt")
+    painter = make_painter_dir(root / "painter")
+
+    def variant(name, change_state=None, change_dir=None):
+        directory = root / name
+        shutil.copytree(painter, directory)
+        if change_state:
+            state = torch.load(directory / "pytorch_model.bin", weights_only=True)
+            change_state(state)
+            torch.save(state, directory / "pytorch_model.bin")
+        if change_dir:
+            change_dir(directory)
+
+    variant("no-vocab", change_dir=lambda d: (d / "vocab.txt").unlink())
+    variant("unknown-key", lambda s: s.update({"transformer.blocks.0.attn.extra.weight": torch.zeros(2)}))
+    variant("missing-key", lambda s: s.pop("transformer.ln_f.bias"))
+    variant("unmasked", lambda s: s["transformer.blocks.1.attn.mask"][..., :32, :32].fill_(1))
+    variant("truncated", change_dir=lambda d: (d / "pytorch_model.bin").write_bytes((d / "pytorch_model.bin").read_bytes()[:5000]))
+    variant("config-key", change_dir=lambda d: (d / "config.json").write_text('{"n_layer": 2, "n_layerz": 2}'))
+    (root / "not-empty").mkdir()
+    (root / "not-empty" / "keep.txt").write_text("mine")
+    return root
+
+
+CG = ["import", "clip-gen", "--gpt-heads", "4"]
+IMPORT_CASES = [
+    ("GPT as --vqgan", [*CG, "--vqgan", "{cg}/gpt_coco.pt", "--gpt", "{cg}/gpt_coco.pt"], ["--vqgan", "GPT", "pass it as --gpt"]),
+    ("VQGAN as --gpt", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{cg}/vqgan_coco.pt"], ["--gpt", "VQGAN", "--vqgan"]),
+    ("EasyNLP dir to clip-gen", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{root}/painter"],
+     ["--gpt", "EasyNLP checkpoint directory", "clipgen import easynlp"]),  # fmt: skip
+    ("EasyNLP weights to clip-gen", [*CG, "--vqgan", "{root}/painter/pytorch_model.bin", "--gpt", "{cg}/gpt_coco.pt"],
+     ["--vqgan", "EasyNLP", "clipgen import easynlp"]),  # fmt: skip
+    ("truncated GPT", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{root}/truncated-gpt_coco.pt"],
+     ["--gpt", "truncated-gpt_coco.pt", "truncated"]),  # fmt: skip
+    ("truncated VQGAN", [*CG, "--vqgan", "{root}/truncated-vqgan_coco.pt", "--gpt", "{cg}/gpt_coco.pt"],
+     ["--vqgan", "truncated-vqgan_coco.pt", "truncated"]),  # fmt: skip
+    ("unknown GPT key", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{root}/gpt-unknown-key.pt"],
+     ["gpt-unknown-key.pt", "blocks.0.encoder.extra.weight"]),  # fmt: skip
+    ("heads do not divide", ["import", "clip-gen", "--gpt-heads", "5", "--vqgan", "{cg}/vqgan_coco.pt", "--gpt",
+                             "{cg}/gpt_coco.pt"], ["--gpt-heads 5", "32"]),  # fmt: skip
+    ("clip-gen file to easynlp", ["import", "easynlp", "{cg}/gpt_coco.pt"], ["gpt_coco.pt", "is a file", "clipgen import clip-gen"]),
+    ("missing vocab", ["import", "easynlp", "{root}/no-vocab"], ["no-vocab", "vocab.txt"]),
+    ("unknown key", ["import", "easynlp", "{root}/unknown-key"], ["transformer.blocks.0.attn.extra.weight"]),
+    ("missing key", ["import", "easynlp", "{root}/missing-key"], ["transformer.ln_f.bias"]),
+    ("unmasked text", ["import", "easynlp", "{root}/unmasked"], ["attn.mask", "causal"]),
+    ("truncated weights", ["import", "easynlp", "{root}/truncated"], ["pytorch_model.bin", "truncated"]),
+    ("unknown config key", ["import", "easynlp", "{root}/config-key"], ["config.json", "n_layerz"]),
+    ("ARTIST without entities", ["import", "easynlp", "{artist}"], ["ARTIST", "--entity2vec", "--no-knowledge"]),
+    ("entities for pai-painter", ["import", "easynlp", "{root}/painter", "--entity2vec", "{artist}/entity2vec.pt",
+                                  "--entity2id", "{artist}/entity2id.txt"], ["not an ARTIST checkpoint"]),  # fmt: skip
+    ("entity ids as vectors", ["import", "easynlp", "{artist}", "--entity2vec", "{artist}/entity2id.txt",
+                               "--entity2id", "{artist}/entity2id.txt"], ["--entity2vec", "entity2id.txt"]),  # fmt: skip
+    ("knowledge and no knowledge", ["import", "easynlp", "{artist}", "--no-knowledge", "--entity2vec",
+                                    "{artist}/entity2vec.pt", "--entity2id", "{artist}/entity2id.txt"], ["--no-knowledge"]),  # fmt: skip
+    ("half the entity files", ["import", "easynlp", "{artist}", "--entity2id", "{artist}/entity2id.txt"],
+     ["--entity2vec", "--entity2id"]),  # fmt: skip
+    ("out not empty", ["import", "easynlp", "{root}/painter", "--out", "{root}/not-empty"], ["not-empty", "not empty"]),
+]
+
+
+@pytest.mark.parametrize("argv, names", [case[1:] for case in IMPORT_CASES], ids=[case[0] for case in IMPORT_CASES])
+def test_a_bad_import_is_one_line_and_writes_nothing(seed_inputs, tmp_path, capsys, argv, names):
+    from import_helpers import ARTIST, CLIP_GEN
+
+    out = tmp_path / "run"
+    argv = [a.format(root=seed_inputs, cg=CLIP_GEN, artist=ARTIST) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    err = refused(capsys, lambda a: clipgen_main(a, exit_on_error=True), argv)
+    assert_one_line(err, "clipgen import", *names)
+    assert list(tmp_path.iterdir()) == []  # not the run, nor a temporary directory beside it
+    assert [p.name for p in (seed_inputs / "not-empty").iterdir()] == ["keep.txt"]

@@ -141,3 +141,26 @@ def test_without_a_clipgen_run_the_scoring_clip_must_be_named(root, tmp_path):
     assert clipgen_main([*args, "--clip", f"toy:{root / 'clip'}"]) == 0
     metrics = json.loads((tmp_path / "cmp" / "metrics.json").read_text())["metrics"]
     assert set(metrics["drawn"]) == {"clip_score", "colour", "shape", "size", "position"}  # no real images: no FD
+
+
+def test_a_clipgen_run_an_imported_release_and_a_diffusers_pipeline_in_one_report(root, tmp_path):
+    """Issue 10: a model another project released (EasyNLP's pai-painter layout, imported) stands in
+    the same report as a run clipgen trained and a diffusers pipeline."""
+    pytest.importorskip("diffusers")
+    from import_helpers import make_painter_dir
+
+    pipeline = save_tiny_stable_diffusion(tmp_path / "tiny-sd")
+    imported = tmp_path / "pai-painter"
+    assert clipgen_main(["import", "easynlp", str(make_painter_dir(tmp_path / "painter-src")), "--out", str(imported)]) == 0
+    out = tmp_path / "cmp"
+    # no guidance: an imported model has no null condition to guide against
+    assert clipgen_main(compare(root, out, "--runs", str(root / "clipgen-run"), str(imported),
+                                "--diffusers", f"tiny-sd={pipeline};steps=2;guidance=3", "--guidance-scale", "1")) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert list(metrics) == ["clipgen-run", "pai-painter", "tiny-sd"]
+    for name, values in metrics.items():
+        assert set(values) == METRICS, name
+        files = sorted((out / "samples" / name).iterdir())
+        assert [p.name for p in files] == [f"{i:04d}_{k}.png" for i in range(3) for k in range(2)], name
+        assert {Image.open(p).size for p in files} == {(32, 32)}, name  # the 8-pixel imports fitted to the run's size
+    assert all(f"| {name} |" in (out / "report.md").read_text() for name in metrics)

@@ -156,3 +156,34 @@ def test_top_p_within_the_top_k_keeps_what_the_full_sort_keeps():
         reference[row, mask] = float("-inf")
     assert torch.equal(torch.isinf(fast), torch.isinf(reference))
     assert torch.equal(fast[~torch.isinf(fast)], logits[~torch.isinf(fast)])
+
+
+def test_a_head_bias_and_a_short_position_table_sample_alike_with_and_without_the_cache():
+    """Imported clip-gen models (formats/clip_gen.py) carry a head bias and a position table that
+    stops one row short; the cached decode step must add the bias as the full pass does."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=37, block_size=16, cond_dim=12, n_prefix=1, n_layer=2, n_head=2, n_embd=16, bias=True,
+                    head_bias=True, n_positions=16)  # fmt: skip
+    model = ConditionTransformer(cfg).double().eval()
+    with torch.no_grad():
+        model.head.bias.copy_(torch.randn(37, dtype=torch.float64) * 3)  # large enough to decide the argmax
+    cond = torch.randn(3, 12, dtype=torch.float64)
+    for settings in (dict(temperature=0), dict(temperature=1.0, top_k=10)):
+        cached = model.sample(cond, generator=torch.Generator().manual_seed(1), guidance_scale=1, **settings)
+        naive = model.sample(cond, generator=torch.Generator().manual_seed(1), guidance_scale=1, kv_cache=False, **settings)
+        assert torch.equal(cached, naive), settings
+    with pytest.raises(ValueError, match="n_positions"):
+        ConditionTransformer(GPTConfig(vocab_size=37, block_size=16, n_prefix=1, n_layer=1, n_head=2, n_embd=16, n_positions=15))
+
+
+def test_entity_knowledge_changes_only_the_first_image_tokens_logits():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=37, text_vocab_size=20, block_size=16, n_prefix=4, n_layer=2, n_head=2, n_embd=16, entity_dim=5)
+    model = ConditionTransformer(cfg).double().eval()
+    ids, tokens = torch.randint(0, 20, (2, 4)), torch.randint(0, 37, (2, 16))
+    knowledge = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    plain, informed = model(ids, tokens), model(ids, tokens, knowledge=knowledge)
+    assert not torch.allclose(plain[:, 0], informed[:, 0])
+    assert torch.equal(plain[:, 1:], informed[:, 1:])
+    with pytest.raises(ValueError, match="guidance_scale must be 1"):
+        model.sample(ids, guidance_scale=2.0, knowledge=knowledge)

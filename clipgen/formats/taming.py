@@ -86,3 +86,28 @@ def load_taming_vqgan(ckpt_path: str | Path | None, config_path: str | Path) -> 
         state = {k: v for k, v in read_lightning_state_dict(ckpt_path).items() if not k.startswith("loss.")}
         load_state_strict(model, state, source=str(ckpt_path))
     return model
+
+
+def taming_config_from_state(state: dict[str, torch.Tensor], token_grid: int, source: str, **options) -> VQGANConfig:
+    """The VQGANConfig of a taming-named VQGAN state dict, read from its shapes; `token_grid`, the
+    side of the token grid, gives the resolution (the weights do not say what size they were
+    trained at). `options` are further VQGANConfig fields (norm_eps, quantizer)."""
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise ValueError(f"{source} is not a taming-style VQGAN: it has no {key}")
+        return tuple(state[key].shape)
+
+    ch, in_channels = shape("encoder.conv_in.weight")[:2]
+    shape("encoder.down.0.block.0.conv1.weight")
+    levels = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.down."))
+    ch_mult = [shape(f"encoder.down.{level}.block.0.conv1.weight")[0] // ch for level in range(levels)]
+    num_res_blocks = len({k.split(".")[4] for k in state if k.startswith("encoder.down.0.block.")})
+    resolution = token_grid * 2 ** (levels - 1)
+    attn_resolutions = [resolution // 2**level for level in range(levels) if f"encoder.down.{level}.attn.0.q.weight" in state]
+    n_embed, embed_dim = shape("quantize.embedding.weight")
+    return VQGANConfig(
+        resolution=resolution, in_channels=in_channels, out_ch=shape("decoder.conv_out.weight")[0], ch=ch, ch_mult=ch_mult,
+        num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, z_channels=shape("encoder.conv_out.weight")[0],
+        embed_dim=embed_dim, n_embed=n_embed, **options,
+    )  # fmt: skip

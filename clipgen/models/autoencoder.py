@@ -9,6 +9,7 @@ levels, so `decoder.up.0` is the highest resolution even though it runs last.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -36,11 +37,11 @@ class _Level(nn.Module):
 
 
 class _Middle(nn.Module):
-    def __init__(self, channels: int, dropout: float, local: bool = False):
+    def __init__(self, channels: int, dropout: float, norm=group_norm):
         super().__init__()
-        norm = no_norm if local else group_norm
+        local = norm is no_norm
         self.block_1 = ResnetBlock(channels, channels, dropout, norm)
-        self.attn_1 = nn.Identity() if local else AttnBlock(channels)
+        self.attn_1 = nn.Identity() if local else AttnBlock(channels, norm)
         self.block_2 = ResnetBlock(channels, channels, dropout, norm)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -60,12 +61,13 @@ class Encoder(nn.Module):
         z_channels: int,
         dropout: float = 0.0,
         local: bool = False,
+        norm_eps: float = 1e-6,
     ):
         super().__init__()
         # local: no attention and no normalisation, so that a code depends only on the pixels in
         # its receptive field, never on statistics of the whole image (VQGANConfig.local_encoder);
         # attn_resolutions then applies to the decoder only
-        norm = no_norm if local else group_norm
+        norm = no_norm if local else functools.partial(group_norm, eps=norm_eps)
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
         res, block_in = resolution, ch
@@ -76,13 +78,13 @@ class Encoder(nn.Module):
                 blocks.append(ResnetBlock(block_in, block_out, dropout, norm))
                 block_in = block_out
                 if res in attn_resolutions and not local:
-                    attns.append(AttnBlock(block_in))
+                    attns.append(AttnBlock(block_in, norm))
             stage = _Level(blocks, attns)
             if level != len(ch_mult) - 1:
                 stage.downsample = Downsample(block_in)
                 res //= 2
             self.down.append(stage)
-        self.mid = _Middle(block_in, dropout, local)
+        self.mid = _Middle(block_in, dropout, norm)
         self.norm_out = norm(block_in)
         self.conv_out = nn.Conv2d(block_in, z_channels, 3, padding=1)
 
@@ -108,28 +110,30 @@ class Decoder(nn.Module):
         resolution: int,
         z_channels: int,
         dropout: float = 0.0,
+        norm_eps: float = 1e-6,
     ):
         super().__init__()
+        norm = functools.partial(group_norm, eps=norm_eps)
         block_in = ch * ch_mult[-1]
         res = resolution // 2 ** (len(ch_mult) - 1)
         self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
-        self.mid = _Middle(block_in, dropout)
+        self.mid = _Middle(block_in, dropout, norm)
         levels: list[_Level] = []
         for level in reversed(range(len(ch_mult))):
             block_out = ch * ch_mult[level]
             blocks, attns = [], []
             for _ in range(num_res_blocks + 1):
-                blocks.append(ResnetBlock(block_in, block_out, dropout))
+                blocks.append(ResnetBlock(block_in, block_out, dropout, norm))
                 block_in = block_out
                 if res in attn_resolutions:
-                    attns.append(AttnBlock(block_in))
+                    attns.append(AttnBlock(block_in, norm))
             stage = _Level(blocks, attns)
             if level != 0:
                 stage.upsample = Upsample(block_in)
                 res *= 2
             levels.insert(0, stage)
         self.up = nn.ModuleList(levels)
-        self.norm_out = group_norm(block_in)
+        self.norm_out = norm(block_in)
         self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
 
     @property

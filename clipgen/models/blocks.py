@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    # 32 groups and eps 1e-6 are taming's constants; other values change the numbers.
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+def group_norm(channels: int, eps: float = 1e-6) -> nn.GroupNorm:
+    # 32 groups and eps 1e-6 are taming's constants; other values change the numbers
+    # (HFAiLab/clip-gen's VQGAN keeps nn.GroupNorm's default 1e-5: VQGANConfig.norm_eps)
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=eps, affine=True)
 
 
 def no_norm(channels: int) -> nn.Identity:
@@ -53,9 +54,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over all positions, with 1x1 convolutions as projections."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, norm=group_norm):
         super().__init__()
-        self.norm = group_norm(channels)
+        self.norm = norm(channels)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)

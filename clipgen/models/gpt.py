@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipgen.models.knowledge import mix_entity_knowledge
 from clipgen.models.rope import Rope2D
 
 
@@ -49,6 +50,14 @@ class GPTConfig:
     # on offsets, so a shape learned in one place holds in every other (models/rope.py)
     rope_2d: bool = False
     rope_theta: float = 100.0  # a grid side of 8–16 tokens needs no slower rotations than this
+    # what other projects' released models carry (clipgen/formats/): a bias on the output head
+    # (HFAiLab/clip-gen); the position table's length, 0: n_prefix + block_size (clip-gen's stops
+    # one short: the last token is never an input, so no model reads that row); > 0: ARTIST's
+    # entity knowledge, vectors of this width mixed into the prefix after the last block
+    # (models/knowledge.py)
+    head_bias: bool = False
+    n_positions: int = 0
+    entity_dim: int = 0
 
 
 class KVCache:
@@ -119,7 +128,10 @@ class ConditionTransformer(nn.Module):
         if config.text_vocab_size and (config.cond_every_token or config.cond_every_layer):
             raise ValueError("cond_every_token/cond_every_layer need an embedding condition, not caption tokens (text_vocab_size > 0)")
         self.tok_emb = nn.Embedding(config.vocab_size + config.text_vocab_size, config.n_embd)
-        self.pos_emb = nn.Embedding(config.n_prefix + config.block_size, config.n_embd)
+        positions = config.n_positions or config.n_prefix + config.block_size
+        if positions < config.n_prefix + config.block_size - 1:
+            raise ValueError(f"n_positions {positions} is too short for {config.n_prefix} prefix and {config.block_size} image tokens")
+        self.pos_emb = nn.Embedding(positions, config.n_embd)
         head_dim = config.n_embd // config.n_head
         self.rope = Rope2D(head_dim, config.n_prefix, config.block_size, config.rope_theta) if config.rope_2d else None
         # only the image codes are ever predicted, so the head stops at the codebook
@@ -134,7 +146,8 @@ class ConditionTransformer(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
+        self.ent_emb = nn.Linear(config.entity_dim, config.n_embd) if config.entity_dim else None
         self.apply(self._init_weights)
         # nanoGPT: residual projections scaled by 1/sqrt(2·layers) keep the residual stream's
         # variance from growing with depth
@@ -199,11 +212,13 @@ class ConditionTransformer(nn.Module):
         return emb if bias is None else emb + bias.unsqueeze(1)
 
     def _run(
-        self, x: torch.Tensor, start: int, cache: KVCache | None = None, layer_bias: torch.Tensor | None = None, first_logit: int = 0
+        self, x: torch.Tensor, start: int, cache: KVCache | None = None, layer_bias: torch.Tensor | None = None, first_logit: int = 0,
+        knowledge: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits for the positions of x from `first_logit` on. The final norm and the head run only
         there: the prefix predicts nothing, and at 16384 codes slicing the logits afterwards cost a
-        zero-filled [B, T, vocab] gradient in every backward pass."""
+        zero-filled [B, T, vocab] gradient in every backward pass. `knowledge` ([B, entities,
+        n_prefix, entity_dim], with `entity_dim`) is mixed into the prefix after the last block."""
         positions = torch.arange(start, start + x.shape[1], device=x.device)
         h = self.drop(x + self.pos_emb(positions))
         for layer, block in enumerate(self.blocks):
@@ -212,13 +227,16 @@ class ConditionTransformer(nn.Module):
             h = block(h, cache, layer, self.rope, start)
         if cache is not None:
             cache.length += x.shape[1]
+        if knowledge is not None:
+            h = mix_entity_knowledge(h, self.ent_emb(knowledge.to(h.dtype)))
         return self.head(self.ln_f(h[:, first_logit:]))
 
-    def forward(self, cond: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, cond: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None,
+                knowledge: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Logits [B, T, vocab] predicting tokens [B, T] (T ≤ block_size) from the condition."""
         emb = self.embed_tokens(tokens[:, :-1], self.condition_bias(cond, drop))
         x = torch.cat([self.prefix(cond, drop), emb], dim=1)
-        return self._run(x, start=0, layer_bias=self.layer_bias(cond, drop), first_logit=self.config.n_prefix - 1)
+        return self._run(x, start=0, layer_bias=self.layer_bias(cond, drop), first_logit=self.config.n_prefix - 1, knowledge=knowledge)
 
     def loss(self, cond: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         logits = self(cond, tokens, drop)
@@ -238,6 +256,7 @@ class ConditionTransformer(nn.Module):
         uniforms: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         kv_cache: bool = True,
+        knowledge: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token ids [B, num_tokens] for the condition embeddings [B, cond_dim].
 
@@ -245,14 +264,16 @@ class ConditionTransformer(nn.Module):
         different settings share one call. With guidance_scale ≠ 1 the batch runs twice,
         conditioned and with the null prefix, and logits = uncond + scale · (cond − uncond)
         (classifier-free guidance). Row b's token at step i is drawn by inverse CDF from
-        `uniforms[b, i]` ([B, num_tokens] in [0, 1)), or from uniforms drawn with `generator`."""
+        `uniforms[b, i]` ([B, num_tokens] in [0, 1)), or from uniforms drawn with `generator`.
+        `knowledge` (ARTIST's entity vectors, see `_run`) enters the first token's step only, as
+        ARTIST's own sampler uses it."""
         # inference mode leaves out autograd's bookkeeping on every operation (a tenth of a step
         # at the demo's size); the tokens are cloned out of it, an ordinary tensor for the caller
         with torch.inference_mode():
-            tokens = self._sample(cond, num_tokens, temperature, top_k, top_p, guidance_scale, uniforms, generator, kv_cache)
+            tokens = self._sample(cond, num_tokens, temperature, top_k, top_p, guidance_scale, uniforms, generator, kv_cache, knowledge)
         return tokens.clone()
 
-    def _sample(self, cond, num_tokens, temperature, top_k, top_p, guidance_scale, uniforms, generator, kv_cache) -> torch.Tensor:
+    def _sample(self, cond, num_tokens, temperature, top_k, top_p, guidance_scale, uniforms, generator, kv_cache, knowledge) -> torch.Tensor:
         cfg = self.config
         num_tokens = num_tokens or cfg.block_size
         batch = cond.shape[0]
@@ -262,16 +283,19 @@ class ConditionTransformer(nn.Module):
         if uniforms.shape != (batch, num_tokens):
             raise ValueError(f"uniforms must be [{batch}, {num_tokens}], got {list(uniforms.shape)}")
         picker = RowPicker(batch, cond.device, temperature, top_k, top_p, guidance_scale, uniforms)
+        if knowledge is not None and picker.guided:
+            raise ValueError("entity knowledge (ARTIST) has no null condition to guide against: guidance_scale must be 1")
         prefix, bias, layer_bias = self._sampling_conditions(cond, picker.guided)
         tokens = torch.empty(batch, num_tokens, dtype=torch.long, device=cond.device)
         if not kv_cache:  # re-run the prefix and every token so far, as the naive samplers do
             for i in range(num_tokens):
                 seq = tokens[:, :i].repeat(2, 1) if picker.guided else tokens[:, :i]
-                logits = self._run(torch.cat([prefix, self.embed_tokens(seq, bias)], dim=1), 0, None, layer_bias, first_logit=-1)[:, 0]
+                x = torch.cat([prefix, self.embed_tokens(seq, bias)], dim=1)
+                logits = self._run(x, 0, None, layer_bias, first_logit=-1, knowledge=knowledge if i == 0 else None)[:, 0]
                 tokens[:, i : i + 1] = picker.pick(logits.float(), i)
             return tokens
         cache = KVCache(cfg, prefix.shape[0], cond.device, prefix.dtype)
-        logits = self._run(prefix, 0, cache, layer_bias, first_logit=-1)[:, 0]
+        logits = self._run(prefix, 0, cache, layer_bias, first_logit=-1, knowledge=knowledge)[:, 0]
         step = _DecodeStep(self, cache, bias, layer_bias)
         for i in range(num_tokens):
             next_token = picker.pick(logits.float(), i)
@@ -344,7 +368,7 @@ class _DecodeStep:
             h = h + _linear(x, out_t, mlp[2].bias)
         cache.length += 1
         ln_f = model.ln_f
-        return torch.mm(F.layer_norm(h, norm_shape, ln_f.weight, ln_f.bias, ln_f.eps), self.head_t)
+        return _linear(F.layer_norm(h, norm_shape, ln_f.weight, ln_f.bias, ln_f.eps), self.head_t, model.head.bias)
 
 
 def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

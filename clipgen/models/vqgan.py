@@ -45,6 +45,8 @@ class VQGANConfig:
     # a patch encoder goes further: a code is a function of its own f×f patch only
     # (models/patch_encoder.py), so equal patches share one code
     patch_encoder: bool = False
+    # GroupNorm's eps: taming's 1e-6; HFAiLab/clip-gen's VQGAN keeps torch's default 1e-5
+    norm_eps: float = 1e-6
 
     @property
     def downsample_factor(self) -> int:
@@ -68,6 +70,7 @@ class VQGAN(nn.Module):
             resolution=config.resolution,
             z_channels=config.z_channels,
             dropout=config.dropout,
+            norm_eps=config.norm_eps,
         )
         if config.patch_encoder and config.local_encoder:
             raise ValueError("choose one of model.local_encoder and model.patch_encoder")

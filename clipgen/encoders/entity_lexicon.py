@@ -1,0 +1,96 @@
+"""ARTIST's entity knowledge for prompts: which known entities a caption mentions, and where.
+
+ARTIST (EasyNLP's `pai-artist-knowl-*`) ships an entity list, `entity2id.txt` (a count on the
+first line, then `word<TAB>id` lines; CN-DBpedia words), and their vectors, `entity2vec.pt`
+([N, 100]). Its preprocessing matches each caption's tokens against the words longer than one
+character (every match, overlapping ones included, ordered by start then end), and its predictor
+fills an [entities=10, 32] matrix: row i holds the i-th match's id over the positions it covers,
+0 elsewhere (entity 0 is a real entity and the filler at once), positions past 32 cut off. The
+model reads the vectors of those ids (models/knowledge.py).
+
+Tokens here are the run's own caption tokenizer's; ARTIST's preprocessing used
+hfl/chinese-roberta-wwm-ext's BertTokenizer, which splits Chinese text into the same characters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from clipgen.errors import read_text_file
+
+ENTITY_SLOTS = 10  # the predictor's entity_num: only the first 10 matches are used
+
+
+def read_entity2id(path: str | Path, what: str = "--entity2id") -> dict[str, int]:
+    """Word -> id, as ARTIST reads the file: the first line (a count) skipped, a repeated word's
+    last id kept."""
+    lines = read_text_file(path, what).splitlines()[1:]
+    words = {}
+    for number, line in enumerate(lines, start=2):
+        if not line.strip():
+            continue
+        word, tab, entity = line.strip().partition("\t")
+        if not tab or not entity.strip().isdigit():
+            raise ValueError(f"{what} {path} line {number} is not 'word<TAB>id': {line[:40]!r}")
+        words[word] = int(entity)
+    if not words:
+        raise ValueError(f"{what} {path} lists no entities")
+    return words
+
+
+class EntityLexicon:
+    def __init__(self, words: dict[str, int], vectors: torch.Tensor, length: int):
+        if vectors.dim() != 2:
+            raise ValueError(f"entity vectors must be [entities, dim], got {list(vectors.shape)}")
+        largest = max(words.values())
+        if largest >= len(vectors):
+            raise ValueError(f"entity id {largest} has no vector: there are {len(vectors)}")
+        self.vectors, self.length = vectors.float(), length
+        self.trie: dict = {}  # char -> subtree; the key None marks a word's end and holds its id
+        for word, entity in words.items():
+            if len(word) > 1:  # ARTIST drops single characters
+                node = self.trie
+                for char in word:
+                    node = node.setdefault(char, {})
+                node[None] = entity
+
+    def matches(self, tokens: Sequence[str]) -> list[tuple[int, int, int]]:
+        """(first, last token position, id) of every entity word among the tokens, in order of start
+        then end. A token is matched as one trie step, as ARTIST does (a multi-character token such
+        as "red" never matches)."""
+        found = []
+        for start in range(len(tokens)):
+            node = self.trie
+            for end in range(start, len(tokens)):
+                node = node.get(tokens[end])
+                if node is None:
+                    break
+                if None in node:
+                    found.append((start, end, node[None]))
+        return found
+
+    def matrix(self, tokens: Sequence[str]) -> torch.Tensor:
+        """[ENTITY_SLOTS, length] entity ids over the caption positions (0: no entity)."""
+        ids = torch.zeros(ENTITY_SLOTS, self.length, dtype=torch.long)
+        for slot, (start, end, entity) in enumerate(self.matches(tokens)[:ENTITY_SLOTS]):
+            ids[slot, start : end + 1] = entity
+        return ids
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, length: int) -> "EntityLexicon":
+        """The lexicon an imported ARTIST run keeps (clipgen/run_dir.py)."""
+        from safetensors.torch import load_file
+
+        from clipgen.run_dir import ENTITY_IDS_NAME, ENTITY_VECTORS_NAME
+
+        vectors = Path(run_dir) / ENTITY_VECTORS_NAME
+        if not vectors.is_file():
+            raise FileNotFoundError(f"{vectors} not found: the model reads entity knowledge (ARTIST) and needs it")
+        return cls(read_entity2id(Path(run_dir) / ENTITY_IDS_NAME, "entity list"), load_file(str(vectors))["entity2vec"], length)
+
+    def knowledge(self, token_lists: Sequence[Sequence[str]]) -> torch.Tensor:
+        """[B, ENTITY_SLOTS, length, dim] entity vectors for the captions' (uncut) tokens."""
+        return self.vectors[torch.stack([self.matrix(tokens) for tokens in token_lists])]
