@@ -4,7 +4,7 @@
     flock /tmp/clipgen-timing.lock python bench/bench_sampler_steps.py --scales demo --top-k 500 --top-p 0.95
     flock /tmp/clipgen-timing.lock python bench/bench_sampler_steps.py --before none      # the working tree only
 
-Scales: "demo" is configs/gpt/shapes32.yaml (4 layers × 128, 64 tokens, 512 codes: its weights fit
+Scales: "demo" is configs/gpt/shapes32.yaml (2 layers × 128, 64 tokens, 512 codes: its weights fit
 in cache, so a step is overhead: Python, dispatch, small ops); "paper" is
 configs/gpt/medium_f16_16384.yaml (24 × 1024, 256 tokens, 16384 codes, ~351M parameters, 1.4 GB
 of fp32 weights: a step is bound by memory bandwidth). Both carry random weights (seed 0). Each
@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import clipgen.models.gpt as tree_gpt  # noqa: E402
-from bench.revision import load_revision  # noqa: E402
+from bench.revision import config_as_of, load_revision  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
 from clipgen.train.gpt import GPTTrainConfig  # noqa: E402
 
@@ -60,7 +60,7 @@ SCALES = {"demo": "configs/gpt/shapes32.yaml", "paper": "configs/gpt/medium_f16_
 def same_weights(module, model):
     """`module`'s ConditionTransformer on `model`'s tensors (shared, not copied)."""
     with torch.device("meta"):
-        other = module.ConditionTransformer(module.GPTConfig(**vars(model.config)))
+        other = module.ConditionTransformer(config_as_of(module.GPTConfig, model.config))
     other.load_state_dict(model.state_dict(), assign=True)
     for name, buffer in model.named_buffers():  # the RoPE tables are not in the state dict
         owner, _, leaf = name.rpartition(".")

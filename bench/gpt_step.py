@@ -6,14 +6,16 @@ conditions, in one process, so the ratios compare like with like:
     python bench/gpt_step.py                       # the shipped config and the variants it adds up from
     python bench/gpt_step.py --steps 100 --variant "adamw" "muon,rope_2d"
     python bench/gpt_step.py --variant shipped --before 3d5c04c     # the model code of a revision against the tree's
+    python bench/gpt_step.py --variant model.n_layer=4 model.n_layer=3 model.n_layer=2 model.n_layer=3,run.batch_size=24
 
 With `--before REV` each variant is timed twice, alternating: models/gpt.py and models/rope.py as of
 REV (bench/revision.py) and as in the working tree, on the same initial weights, and the script
 says whether the first step's loss is bit-identical and how far the losses of three steps differ.
 
-A variant is a comma-separated list of: adamw (start from AdamW, learned positions only, no
-per-layer condition, batch 16), rope_2d, cond_every_layer, muon, b32 (batch 32); "shipped" is the
-config file as it is.
+A variant is "shipped" (the config file as it is), a comma-separated list of config overrides
+("model.n_layer=2,run.batch_size=24": the config file with them), or a comma-separated list of:
+adamw (start from AdamW, learned positions only, no per-layer condition, batch 16), rope_2d,
+cond_every_layer, muon, b32 (batch 32).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.revision import load_revision  # noqa: E402
+from bench.revision import config_as_of, load_revision  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
 from clipgen.models.gpt import ConditionTransformer  # noqa: E402
 from clipgen.train.gpt import GPTTrainConfig, make_optimizer  # noqa: E402
@@ -36,10 +38,13 @@ from clipgen.train.gpt import GPTTrainConfig, make_optimizer  # noqa: E402
 DEFAULT_VARIANTS = ["adamw", "adamw,rope_2d,cond_every_layer", "adamw,rope_2d,cond_every_layer,muon", "shipped"]
 
 
-def configure(base: GPTTrainConfig, variant: str) -> tuple:
+def configure(base: GPTTrainConfig, variant: str, config_path: str) -> tuple:
     parts = set(variant.split(","))
     if "shipped" in parts:
         return base.model, base.optim, base.run.batch_size
+    if all("=" in part for part in parts):  # config overrides on the config file
+        cfg = load_config(GPTTrainConfig, config_path, variant.split(","))
+        return cfg.model, cfg.optim, cfg.run.batch_size
     model = replace(base.model, rope_2d="rope_2d" in parts, cond_every_layer="cond_every_layer" in parts)
     optim = replace(base.optim, optimizer="muon" if "muon" in parts else "adamw")
     return model, optim, 32 if "b32" in parts else 16
@@ -86,7 +91,7 @@ def before_after(before_module, model_cfg, optim_cfg, batch: int, steps: int, wa
     timed in alternating rounds."""
     tree_model, tree_step = make_step(ConditionTransformer, model_cfg, optim_cfg, batch)
     initial = {k: v.clone() for k, v in tree_model.state_dict().items()}
-    before_cfg = before_module.GPTConfig(**vars(model_cfg))
+    before_cfg = config_as_of(before_module.GPTConfig, model_cfg)
     _, before_step = make_step(before_module.ConditionTransformer, before_cfg, optim_cfg, batch, initial)
     # from the same weights the first loss should agree bit for bit; after a few updates, a change
     # in summation order (e.g. a gradient reduced over fewer rows) may show in the last bits
@@ -115,14 +120,14 @@ def main() -> None:
         before = load_revision(args.before)
         print(f"{'variant':<45} {'batch':>5} {'before ms':>10} {'after ms':>9} {'before/after':>13}  first loss identical, max loss diff in 3 steps")
         for variant in args.variant:
-            model_cfg, optim_cfg, batch = configure(base, variant)
+            model_cfg, optim_cfg, batch = configure(base, variant, args.config)
             ms_before, ms_after, same = before_after(before, model_cfg, optim_cfg, batch, args.steps, args.warmup)
             print(f"{variant:<45} {batch:>5} {ms_before:>10.1f} {ms_after:>9.1f} {ms_before / ms_after:>12.2f}x  {same[0]}, {same[1]:.1e}")
         return
     print(f"{'variant':<45} {'batch':>5} {'ms/step':>8} {'ms/image':>9} {'ms/image ratio':>15}")
     first = None
     for variant in args.variant:
-        model_cfg, optim_cfg, batch = configure(base, variant)
+        model_cfg, optim_cfg, batch = configure(base, variant, args.config)
         ms = step_ms(model_cfg, optim_cfg, batch, args.steps, args.warmup)
         first = first or ms / batch
         print(f"{variant:<45} {batch:>5} {ms:>8.1f} {ms / batch:>9.2f} {ms / batch / first:>15.2f}")

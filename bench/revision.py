@@ -3,6 +3,7 @@ time "before" and "after" in one process on the same weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -39,3 +40,13 @@ def load_revision(rev: str, paths: tuple[str, ...] = ("clipgen/models/rope.py", 
             else:
                 sys.modules[name] = original
     return module
+
+
+def config_as_of(config_class: type, config) -> object:
+    """`config` (a dataclass of the tree) as the revision's `config_class`, which may lack fields the
+    tree added since; those must still hold their defaults, or the two models would differ."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    for field in dataclasses.fields(config):
+        if field.name not in names and getattr(config, field.name) != field.default:
+            raise ValueError(f"{field.name}={getattr(config, field.name)!r} did not exist at the revision")
+    return config_class(**{name: getattr(config, name) for name in names})
