@@ -215,6 +215,11 @@ def seed_inputs(tmp_path_factory):
     gpt = torch.load(CLIP_GEN / "gpt_coco.pt", weights_only=True)
     gpt["model"]["blocks.0.encoder.extra.weight"] = torch.zeros(2)
     torch.save(gpt, root / "gpt-unknown-key.pt")
+    (root / "hello.txt").write_text("hello")
+    old_format = root / "old-format.pt"  # torch.save's format before 1.6: a bare pickle
+    torch.save(gpt, old_format, _use_new_zipfile_serialization=False)
+    # cut inside the pickle's "GLOBAL collections.OrderedDict", which then reads as an unsafe global
+    old_format.write_bytes(old_format.read_bytes()[:174])
     painter = make_painter_dir(root / "painter")
 
     def variant(name, change_state=None, change_dir=None):
@@ -250,6 +255,10 @@ IMPORT_CASES = [
      ["--gpt", "truncated-gpt_coco.pt", "truncated"]),  # fmt: skip
     ("truncated VQGAN", [*CG, "--vqgan", "{root}/truncated-vqgan_coco.pt", "--gpt", "{cg}/gpt_coco.pt"],
      ["--vqgan", "truncated-vqgan_coco.pt", "truncated"]),  # fmt: skip
+    ("text file as --gpt", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{root}/hello.txt"],
+     ["--gpt", "hello.txt", "not a PyTorch checkpoint"]),  # fmt: skip
+    ("truncated old-format GPT", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{root}/old-format.pt"],
+     ["--gpt", "old-format.pt", "truncated"]),  # fmt: skip
     ("unknown GPT key", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{root}/gpt-unknown-key.pt"],
      ["gpt-unknown-key.pt", "blocks.0.encoder.extra.weight"]),  # fmt: skip
     ("heads do not divide", ["import", "clip-gen", "--gpt-heads", "5", "--vqgan", "{cg}/vqgan_coco.pt", "--gpt",

@@ -11,14 +11,13 @@ legacy form (β on the codebook term), which only matters if the model is traine
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
 
 from clipgen.config import ConfigError
+from clipgen.formats.torch_file import read_torch_file
 from clipgen.models.quantize import QuantizerConfig
 from clipgen.models.vqgan import VQGAN, VQGANConfig
 from clipgen.models.weights import load_state_strict
@@ -58,20 +57,12 @@ def taming_config(config_path: str | Path) -> VQGANConfig:
 
 def read_lightning_state_dict(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
     """The model weights of a Lightning checkpoint, without executing pickled code."""
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"taming checkpoint not found: {ckpt_path}")
-    try:
-        ckpt: Any = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # Some Lightning checkpoints pickle callback objects beside the weights; refusing them
-        # is safer than executing them. Saving `ckpt["state_dict"]` alone, once, in a trusted
-        # environment makes the file loadable.
-        raise ValueError(
-            f"{ckpt_path} holds objects other than tensors, which are not loaded for safety "
-            f"({str(err).splitlines()[0]}). In an environment you trust, re-save just the weights: "
-            "torch.save({'state_dict': torch.load(p, weights_only=False)['state_dict']}, out)"
-        ) from None
+    # Some Lightning checkpoints pickle callback objects beside the weights; refusing them is safer
+    # than executing them. Saving `ckpt["state_dict"]` alone, once, in a trusted environment makes
+    # the file loadable.
+    ckpt = read_torch_file(ckpt_path, "taming checkpoint", unsafe_hint=(
+        ". In an environment you trust, re-save just the weights: "
+        "torch.save({'state_dict': torch.load(p, weights_only=False)['state_dict']}, out)"))  # fmt: skip
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{ckpt_path} has no state_dict")
