@@ -238,6 +238,7 @@ def seed_inputs(tmp_path_factory):
     variant("unmasked", lambda s: s["transformer.blocks.1.attn.mask"][..., :32, :32].fill_(1))
     variant("truncated", change_dir=lambda d: (d / "pytorch_model.bin").write_bytes((d / "pytorch_model.bin").read_bytes()[:5000]))
     variant("config-key", change_dir=lambda d: (d / "config.json").write_text('{"n_layer": 2, "n_layerz": 2}'))
+    variant("config-list", change_dir=lambda d: (d / "config.json").write_text("[1, 2]"))
     (root / "not-empty").mkdir()
     (root / "not-empty" / "keep.txt").write_text("mine")
     return root
@@ -269,7 +270,8 @@ IMPORT_CASES = [
     ("missing key", ["import", "easynlp", "{root}/missing-key"], ["transformer.ln_f.bias"]),
     ("unmasked text", ["import", "easynlp", "{root}/unmasked"], ["attn.mask", "causal"]),
     ("truncated weights", ["import", "easynlp", "{root}/truncated"], ["pytorch_model.bin", "truncated"]),
-    ("unknown config key", ["import", "easynlp", "{root}/config-key"], ["config.json", "n_layerz"]),
+    ("unknown config key", ["import", "easynlp", "{root}/config-key"], ["config.json: unknown config key n_layerz"]),
+    ("config not an object", ["import", "easynlp", "{root}/config-list"], ["config.json", "JSON object", "list"]),
     ("ARTIST without entities", ["import", "easynlp", "{artist}"], ["ARTIST", "--entity2vec", "--no-knowledge"]),
     ("entities for pai-painter", ["import", "easynlp", "{root}/painter", "--entity2vec", "{artist}/entity2vec.pt",
                                   "--entity2id", "{artist}/entity2id.txt"], ["not an ARTIST checkpoint"]),  # fmt: skip

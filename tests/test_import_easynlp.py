@@ -127,3 +127,20 @@ def test_the_entity_lexicon_matches_as_artists_preprocessing(tmp_path):
     assert (many != 0).sum(dim=1).tolist() == [2] * ENTITY_SLOTS
     with pytest.raises(ValueError, match="entity id 8 has no vector"):
         EntityLexicon(words, torch.randn(8, 5), length=6)
+
+
+def test_config_json_may_carry_pretrained_config_keys(tmp_path):
+    """EasyNLP's ARTISTConfig is a transformers PretrainedConfig, whose save_pretrained adds generic
+    keys; they are read past, while a key neither knows is still refused by name."""
+    from clipgen.config import ConfigError
+    from clipgen.formats.easynlp import read_artist_config
+
+    path = tmp_path / "config.json"
+    saved = {**json.loads((ARTIST / "config.json").read_text()), "architectures": ["ARTIST"],
+             "transformers_version": "4.16.0", "torch_dtype": "float32", "_name_or_path": "artist-base"}  # fmt: skip
+    path.write_text(json.dumps(saved))
+    assert read_artist_config(path).n_layer == 2
+    path.write_text(json.dumps({**saved, "n_layerz": 2}))
+    with pytest.raises(ConfigError, match=r"config\.json: unknown config key n_layerz;") as err:
+        read_artist_config(path)
+    assert ": ." not in str(err.value)

@@ -60,6 +60,39 @@ class ArtistConfig:
     easynlp_version: str = ""
 
 
+# Keys of transformers' PretrainedConfig that EasyNLP's save_pretrained may add to config.json
+# (ARTISTConfig derives from it): bookkeeping and generation defaults, none of which says anything
+# about the model's shape, so they are read past; any other unknown key is refused by name.
+PRETRAINED_CONFIG_KEYS = frozenset({
+    "_name_or_path", "architectures", "transformers_version", "torch_dtype", "return_dict",
+    "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16", "pruned_heads",
+    "tie_word_embeddings", "is_encoder_decoder", "is_decoder", "add_cross_attention", "chunk_size_feed_forward",
+    "id2label", "label2id", "problem_type", "finetuning_task", "tokenizer_class", "prefix", "task_specific_params",
+    "bos_token_id", "pad_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id",
+    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty",
+    "temperature", "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
+    "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "cross_attention_hidden_size",
+    "tf_legacy_loss", "use_return_dict",
+})  # fmt: skip
+
+
+def read_artist_config(path: Path) -> ArtistConfig:
+    """config.json as an ArtistConfig: a JSON object whose keys are ArtistConfig's or
+    PretrainedConfig's generic ones (dropped); anything else is a one-line ConfigError."""
+    try:
+        data = json.loads(read_text_file(path, "SRC"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object (the model's settings), got {type(data).__name__}")
+    try:
+        return from_dict(ArtistConfig, {k: v for k, v in data.items() if k not in PRETRAINED_CONFIG_KEYS})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
 @dataclass
 class EasyNLPCheckpoint:
     config: ArtistConfig
@@ -78,11 +111,7 @@ def read_easynlp_dir(src: str | Path) -> EasyNLPCheckpoint:
     for name in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE):
         if not (src / name).is_file():
             raise FileNotFoundError(f"{src} is not an EasyNLP checkpoint directory: it has no {name}")
-    raw = read_text_file(src / CONFIG_FILE, "SRC")
-    try:
-        config = from_dict(ArtistConfig, json.loads(raw), where=f"{src / CONFIG_FILE}: ")
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{src / CONFIG_FILE} is not JSON ({err})") from None
+    config = read_artist_config(src / CONFIG_FILE)
     if config.model_type != "artist":
         raise ConfigError(f"{src / CONFIG_FILE}: model_type {config.model_type!r} is not EasyNLP's text2image (artist)")
     loaded = read_torch_file(src / WEIGHTS_FILE, "SRC")
