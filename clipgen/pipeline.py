@@ -67,7 +67,7 @@ class PromptRequest:
 
 class ClipGenPipeline:
     def __init__(self, gpt, vqgan, clip, bridge, device: torch.device, reranker=None, caption_tokenizer=None,
-                 sampling: SamplingSettings | None = None, entities=None):  # fmt: skip
+                 sampling: SamplingSettings | None = None, entities=None, condition=None):  # fmt: skip
         self.gpt, self.vqgan, self.clip, self.bridge, self.device = gpt, vqgan, clip, bridge, device
         # the CLIP that ranks candidates: the conditioning CLIP unless another is given (a CLIP the
         # generator was not conditioned on is a less biased judge of its own samples)
@@ -75,6 +75,7 @@ class ClipGenPipeline:
         self.caption_tokenizer = caption_tokenizer  # set for text-token runs, which read no CLIP
         self.sampling = sampling or SamplingSettings()  # what a call uses for each setting it leaves out
         self.entities = entities  # an imported ARTIST run's EntityLexicon: the prompts' entity knowledge
+        self.condition = condition  # the run's ConditionConfig (whether it trained a null condition)
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto") -> "ClipGenPipeline":
@@ -118,6 +119,7 @@ class ClipGenPipeline:
             caption_tokenizer=tokenizer,
             sampling=read_run_sampling(run_dir),
             entities=entities,
+            condition=condition,
         )
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -156,9 +158,17 @@ class ClipGenPipeline:
                                          temperature=temperature, candidates=candidates)  # fmt: skip
         if candidates is None and 0 < settings.candidates < num_images:  # the run's own: never fewer than asked for
             settings = settings.replace(candidates=num_images)
+        self.check_settings(settings)
         if settings.candidates and self.reranker is None:
             raise ValueError("re-ranking needs a CLIP: this run names none (pass reranker=..., or candidates=0)")
         return PromptRequest(prompts, num_images, fresh_seed() if seed is None else check_seed(seed), settings)
+
+    def check_settings(self, settings: SamplingSettings) -> None:
+        """Refuse guidance for a run without a trained null condition (run_dir.check_guidance)."""
+        if self.condition is not None:
+            from clipgen.run_dir import check_guidance
+
+            check_guidance(self.condition, settings.guidance_scale, "this run")
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str] | str, num_images: int = 1, seed: int | None = None,
@@ -204,7 +214,9 @@ class ClipGenPipeline:
         the bridge). Prompts go through `__call__`; this also takes image embeddings, to measure
         what the modality gap costs."""
         seed = fresh_seed() if seed is None else seed
-        return self.draw([cond], [seed], [self.sampling.replace(**settings)], kv_cache)[0]
+        sampling = self.sampling.replace(**settings)
+        self.check_settings(sampling)
+        return self.draw([cond], [seed], [sampling], kv_cache)[0]
 
     @torch.no_grad()
     def draw(self, conds: Sequence[torch.Tensor], seeds: Sequence[int], settings: Sequence[SamplingSettings],

@@ -46,6 +46,15 @@ def is_gpt_run_dir(path: str | Path) -> bool:
     return (path / CONDITION_NAME).is_file() and (path / MODEL_DIR_NAME).is_dir()
 
 
+def check_guidance(condition: ConditionConfig, guidance_scale: float, where: str) -> None:
+    """Refuse classifier-free guidance for a run that never trained its null condition
+    (cond_dropout 0, as every imported model: neither released project trained one): guiding
+    against an untrained prefix draws from noise, not from "no condition"."""
+    if condition.cond_dropout == 0 and guidance_scale != 1:
+        raise ValueError(f"{where} never trained a null condition ({CONDITION_NAME}: cond_dropout 0), so it cannot be "
+                         f"sampled with classifier-free guidance: the guidance scale must be 1, got {guidance_scale}")
+
+
 def read_condition(run_dir: str | Path) -> ConditionConfig:
     """The run's condition.yaml; a directory without one is refused by name."""
     path = Path(run_dir) / CONDITION_NAME

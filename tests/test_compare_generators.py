@@ -143,6 +143,19 @@ def test_without_a_clipgen_run_the_scoring_clip_must_be_named(root, tmp_path):
     assert set(metrics["drawn"]) == {"clip_score", "colour", "shape", "size", "position"}  # no real images: no FD
 
 
+def test_an_imported_run_is_refused_guidance_before_anything_is_sampled(root, tmp_path):
+    """compare's --guidance-scale defaults to 2, which an imported model (no trained null
+    condition) cannot follow: refused while the inputs are checked, with nothing written."""
+    from import_helpers import make_painter_dir
+
+    imported = tmp_path / "pai-painter"
+    assert clipgen_main(["import", "easynlp", str(make_painter_dir(tmp_path / "painter-src")), "--out", str(imported)]) == 0
+    out = tmp_path / "cmp"
+    with pytest.raises(SystemExit, match="pai-painter .--guidance-scale. never trained a null condition"):
+        clipgen_main(compare(root, out, "--runs", str(root / "clipgen-run"), str(imported)))
+    assert not out.exists()
+
+
 def test_a_clipgen_run_an_imported_release_and_a_diffusers_pipeline_in_one_report(root, tmp_path):
     """Issue 10: a model another project released (EasyNLP's pai-painter layout, imported) stands in
     the same report as a run clipgen trained and a diffusers pipeline."""

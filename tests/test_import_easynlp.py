@@ -144,3 +144,17 @@ def test_config_json_may_carry_pretrained_config_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"config\.json: unknown config key n_layerz;") as err:
         read_artist_config(path)
     assert ": ." not in str(err.value)
+
+
+def test_an_imported_run_refuses_guidance(painter):
+    """Neither released project trained a null condition: the importer records cond_dropout 0, and
+    guidance, which would guide against an untrained prefix, is refused before anything is drawn."""
+    from clipgen.pipeline import ClipGenPipeline
+    from clipgen.run_dir import read_condition
+
+    assert read_condition(painter).cond_dropout == 0
+    pipe = ClipGenPipeline.from_pretrained(painter, device="cpu")
+    with pytest.raises(ValueError, match="never trained a null condition.*must be 1, got 2"):
+        pipe("一只猫", guidance_scale=2.0)
+    with pytest.raises(ValueError, match="never trained a null condition"):
+        pipe.generate(pipe.encode_prompts(["一只猫"]), guidance_scale=2.0)

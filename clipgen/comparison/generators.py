@@ -14,14 +14,14 @@ draws image k of prompt i from the same stream.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import torch
 from PIL import Image
 
-from clipgen.run_dir import CONDITION_NAME, MODEL_DIR_NAME, is_gpt_run_dir
+from clipgen.run_dir import CONDITION_NAME, MODEL_DIR_NAME, check_guidance, is_gpt_run_dir, read_condition
 
 SAMPLE_NAME = "{i:04d}_{k}.png"  # sample.py's and the comparison's: i the prompt's 0-based index, k the image
 _NAME = re.compile(r"[\w.+-]+")  # a name becomes a directory of the output: no separators
@@ -82,6 +82,7 @@ class RunSource:
 
     name: str
     directory: Path
+    sampling: dict = field(default_factory=dict)  # the comparison's settings (CompareJob.sampling)
 
     def describe(self) -> str:
         return f"clipgen run {self.directory}"
@@ -93,6 +94,9 @@ class RunSource:
         if not is_gpt_run_dir(self.directory):
             raise ValueError(f"{self.directory} is not a condition-transformer run directory "
                              f"(needs {CONDITION_NAME} and {MODEL_DIR_NAME}/)")  # fmt: skip
+        if "guidance_scale" in self.sampling:  # else the run's own sampling.yaml, which its maker chose
+            check_guidance(read_condition(self.directory), self.sampling["guidance_scale"],
+                           f"{self.directory} (--guidance-scale)")  # fmt: skip
 
     def open(self, device: torch.device, sampling: dict) -> "RunGenerator":
         from clipgen.pipeline import ClipGenPipeline

@@ -51,7 +51,7 @@ class CompareJob:
 
     def sources(self) -> list[Source]:
         """Every generator, in the report's order: the runs, the image folders, the pipelines."""
-        runs = [RunSource(name, Path(run)) for name, run in zip(run_names(self.runs), self.runs)]
+        runs = [RunSource(name, Path(run), self.sampling) for name, run in zip(run_names(self.runs), self.runs)]
         return [*runs, *self.images, *self.diffusers]
 
     def command_line(self) -> str:
