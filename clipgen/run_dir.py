@@ -37,7 +37,9 @@ class ConditionConfig:
     cond_dropout: float = 0.1  # share of images trained with the null prefix (CFG)
     gap: GapConfig = field(default_factory=GapConfig)
     clip: str = ""  # KIND:PATH[;KEY=VALUE...] of the CLIP the tokens were extracted with (prompts, C3 text mean)
-    vqgan: str = ""  # the VQGAN run or model dir (to draw the sample grids; recorded for sampling)
+    # the VQGAN run or model dir (to draw the sample grids; recorded for sampling); relative: inside
+    # the run directory, as an imported run names its own copy so that it can be moved
+    vqgan: str = ""
 
 
 def is_gpt_run_dir(path: str | Path) -> bool:
@@ -56,8 +58,20 @@ def check_guidance(condition: ConditionConfig, guidance_scale: float, where: str
 
 
 def read_condition(run_dir: str | Path) -> ConditionConfig:
-    """The run's condition.yaml; a directory without one is refused by name."""
+    """The run's condition.yaml, its `vqgan` resolved (`vqgan_path`); a directory without one is
+    refused by name."""
     path = Path(run_dir) / CONDITION_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a condition-transformer run directory (no {CONDITION_NAME})")
-    return load_config(ConditionConfig, path)
+    condition = load_config(ConditionConfig, path)
+    condition.vqgan = vqgan_path(run_dir, condition.vqgan)
+    return condition
+
+
+def vqgan_path(run_dir: str | Path, named: str) -> str:
+    """condition.vqgan as a path to open: a relative one inside the run directory where it is
+    there (an imported run's `vqgan`); else as written (absolute, or, for a run trained with a
+    relative condition.vqgan, relative to where it was trained from, as before)."""
+    if named and not Path(named).is_absolute() and (Path(run_dir) / named).exists():
+        return str(Path(run_dir) / named)
+    return named

@@ -158,3 +158,14 @@ def test_an_imported_run_refuses_guidance(painter):
         pipe("一只猫", guidance_scale=2.0)
     with pytest.raises(ValueError, match="never trained a null condition"):
         pipe.generate(pipe.encode_prompts(["一只猫"]), guidance_scale=2.0)
+
+
+def test_an_imported_run_can_be_moved(tmp_path):
+    """condition.yaml names the run's own VQGAN relative to the run, so a moved run still loads."""
+    from clipgen.pipeline import ClipGenPipeline
+
+    first = tmp_path / "first"
+    assert clipgen_main(["import", "easynlp", str(make_painter_dir(tmp_path / "painter")), "--out", str(first)]) == 0
+    moved = first.rename(tmp_path / "moved")
+    pipe = ClipGenPipeline.from_pretrained(moved, device="cpu")
+    assert pipe("一只猫", seed=0)[0][0].size == (8, 8)

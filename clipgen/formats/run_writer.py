@@ -54,8 +54,9 @@ def write_imported_run(
         vqgan.save_pretrained(tmp / VQGAN_DIR_NAME)
         # an imported model was never trained with a bridge: text embeddings go in as they are
         GapBridge(GapConfig(bridge="none")).save(tmp)
-        # condition.yaml names the VQGAN by the path it will have, as a trained run names its own
-        save_config(dataclasses.replace(condition, vqgan=str(out / VQGAN_DIR_NAME)), tmp / CONDITION_NAME)
+        # condition.yaml names the VQGAN inside the run (read_condition resolves it there), so the
+        # run still finds it after it is moved or copied
+        save_config(dataclasses.replace(condition, vqgan=VQGAN_DIR_NAME), tmp / CONDITION_NAME)
         write_run_sampling(tmp, sampling)
         for name, data in (files or {}).items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
