@@ -169,3 +169,13 @@ def test_an_imported_run_can_be_moved(tmp_path):
     moved = first.rename(tmp_path / "moved")
     pipe = ClipGenPipeline.from_pretrained(moved, device="cpu")
     assert pipe("一只猫", seed=0)[0][0].size == (8, 8)
+
+
+def test_the_provenance_hashes_and_entity_vectors_are_the_given_files(artist):
+    import hashlib
+
+    provenance = json.loads((artist / "imported.json").read_text())
+    for key, path in (("weights_sha256", ARTIST / "pytorch_model.bin"), ("entity2vec_sha256", ARTIST / "entity2vec.pt")):
+        assert provenance[key] == hashlib.sha256(path.read_bytes()).hexdigest(), key
+    vectors = load_file(str(artist / "knowledge" / "entity2vec.safetensors"))["entity2vec"]
+    assert torch.equal(vectors, torch.load(ARTIST / "entity2vec.pt", weights_only=True).float())

@@ -22,7 +22,8 @@ EASYNLP_SAMPLING = SamplingSettings(guidance_scale=1.0, top_k=100, temperature=1
 
 
 def _sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with open(path, "rb") as f:  # in chunks: a released checkpoint is gigabytes
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def import_clip_gen_run(vqgan: str | Path, gpt: str | Path, out: str | Path, heads: int | None = None, clip: str = "") -> Path:
@@ -74,14 +75,15 @@ def import_easynlp_run(src: str | Path, out: str | Path, entity2vec: str | Path 
                   "weights_sha256": _sha256(Path(src) / "pytorch_model.bin"), "knowledge": with_knowledge}  # fmt: skip
     if with_knowledge:
         import torch
-        from safetensors.torch import save
+        from safetensors.torch import save_file
 
         vectors = read_torch_file(entity2vec, "--entity2vec")
         if not isinstance(vectors, torch.Tensor) or vectors.dim() != 2 or vectors.shape[1] != gpt_model.config.entity_dim:
             raise ValueError(f"--entity2vec {entity2vec} must hold one [entities, {gpt_model.config.entity_dim}] tensor")
         EntityLexicon(read_entity2id(entity2id), vectors, TEXT_LEN)  # checks every id has a vector
         files[ENTITY_IDS_NAME] = Path(entity2id).read_bytes()
-        files[ENTITY_VECTORS_NAME] = save({"entity2vec": vectors.float().contiguous()})
+        # written straight into the run (ARTIST's table is large), not built in memory first
+        files[ENTITY_VECTORS_NAME] = lambda path: save_file({"entity2vec": vectors.float().contiguous()}, str(path))
         provenance.update(entity2vec_sha256=_sha256(entity2vec), entity2id_sha256=_sha256(entity2id))
     condition = ConditionConfig(source="caption-tokens", caption_vocab=str((Path(src) / VOCAB_FILE).resolve()), cond_dropout=0.0)
     return write_imported_run(out, gpt_model, vqgan_model, condition, EASYNLP_SAMPLING, provenance, files)

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from clipgen.config import save_config
 from clipgen.encoders.gap import GapBridge, GapConfig
@@ -42,10 +43,11 @@ def write_imported_run(
     condition: ConditionConfig,
     sampling: SamplingSettings,
     provenance: dict,
-    files: dict[str, bytes] | None = None,
+    files: dict[str, bytes | Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write the run to `out` (which must not exist yet, or be empty) and return it. `files` are
-    further files by name (a caption vocab, entity knowledge)."""
+    further files by name (a caption vocab, entity knowledge): their bytes, or a function that
+    writes the file at the path it is given."""
     out = check_out_dir(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".import", dir=out.parent))
@@ -60,7 +62,10 @@ def write_imported_run(
         write_run_sampling(tmp, sampling)
         for name, data in (files or {}).items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_bytes(data)
+            if callable(data):
+                data(tmp / name)
+            else:
+                (tmp / name).write_bytes(data)
         (tmp / IMPORTED_NAME).write_text(json.dumps(provenance, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if out.is_dir():
             out.rmdir()  # empty (checked): the rename needs the name free
