@@ -209,14 +209,19 @@ class ClipGenPipeline:
         return kept
 
     @torch.no_grad()
-    def generate(self, cond: torch.Tensor, seed: int | None = None, kv_cache: bool = True, **settings) -> list[Image.Image]:
+    def generate(self, cond: torch.Tensor, seed: int | None = None, kv_cache: bool = True,
+                 knowledge: torch.Tensor | None = None, **settings) -> list[Image.Image]:  # fmt: skip
         """One image per row of `cond`, a condition the transformer reads directly (already through
         the bridge). Prompts go through `__call__`; this also takes image embeddings, to measure
-        what the modality gap costs."""
+        what the modality gap costs. An ARTIST run also needs its rows' `knowledge`
+        (`encode_knowledge(prompts)`): it was trained with it, so none is never silently used."""
+        if (knowledge is None) != (self.entities is None):
+            raise ValueError("this run reads ARTIST's entity knowledge: pass knowledge=pipe.encode_knowledge(prompts)"
+                             if knowledge is None else "knowledge= is for ARTIST runs only: this run reads no entities")  # fmt: skip
         seed = fresh_seed() if seed is None else seed
         sampling = self.sampling.replace(**settings)
         self.check_settings(sampling)
-        return self.draw([cond], [seed], [sampling], kv_cache)[0]
+        return self.draw([cond], [seed], [sampling], kv_cache, knowledge)[0]
 
     @torch.no_grad()
     def draw(self, conds: Sequence[torch.Tensor], seeds: Sequence[int], settings: Sequence[SamplingSettings],

@@ -179,3 +179,18 @@ def test_the_provenance_hashes_and_entity_vectors_are_the_given_files(artist):
         assert provenance[key] == hashlib.sha256(path.read_bytes()).hexdigest(), key
     vectors = load_file(str(artist / "knowledge" / "entity2vec.safetensors"))["entity2vec"]
     assert torch.equal(vectors, torch.load(ARTIST / "entity2vec.pt", weights_only=True).float())
+
+
+def test_generate_on_artist_takes_its_knowledge_or_refuses(artist, painter, prompts):
+    """pipe.generate reads conditions directly; an ARTIST run's knowledge is never silently left out."""
+    from clipgen.pipeline import ClipGenPipeline
+
+    pipe = ClipGenPipeline.from_pretrained(artist, device="cpu")
+    text = pipe.encode_prompts(prompts["prompts"][:2])
+    with pytest.raises(ValueError, match="entity knowledge: pass knowledge="):
+        pipe.generate(text, seed=0)
+    knowledge = pipe.encode_knowledge(prompts["prompts"][:2])
+    assert pipe.generate(text, seed=0, knowledge=knowledge) == [group[0] for group in pipe(prompts["prompts"][:2], seed=0)]
+    painter_pipe = ClipGenPipeline.from_pretrained(painter, device="cpu")
+    with pytest.raises(ValueError, match="ARTIST runs only"):
+        painter_pipe.generate(text, seed=0, knowledge=knowledge)
