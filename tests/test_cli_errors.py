@@ -260,6 +260,10 @@ IMPORT_CASES = [
      ["--gpt", "hello.txt", "not a PyTorch checkpoint"]),  # fmt: skip
     ("truncated old-format GPT", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{root}/old-format.pt"],
      ["--gpt", "old-format.pt", "truncated"]),  # fmt: skip
+    ("--clip without a kind", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{cg}/gpt_coco.pt", "--clip", "/weights/clip"],
+     ["--clip", "KIND:PATH"]),  # fmt: skip
+    ("--clip of an unknown kind", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{cg}/gpt_coco.pt", "--clip", "openclip:/w.bin"],
+     ["--clip", "unknown CLIP kind 'openclip'"]),  # fmt: skip
     ("unknown GPT key", [*CG, "--vqgan", "{cg}/vqgan_coco.pt", "--gpt", "{root}/gpt-unknown-key.pt"],
      ["gpt-unknown-key.pt", "blocks.0.encoder.extra.weight"]),  # fmt: skip
     ("heads do not divide", ["import", "clip-gen", "--gpt-heads", "5", "--vqgan", "{cg}/vqgan_coco.pt", "--gpt",

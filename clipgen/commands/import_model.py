@@ -39,7 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _clip_gen(args: argparse.Namespace):
+    from clipgen.encoders import parse_clip_spec
     from clipgen.formats.imports import import_clip_gen_run
+
+    if args.clip:  # only recorded in condition.yaml, so parsed here: a typo fails now, not at sampling
+        try:
+            parse_clip_spec(args.clip)
+        except ValueError as err:
+            raise ValueError(f"--clip {args.clip}: {err}") from None
 
     return import_clip_gen_run(args.vqgan, args.gpt, args.out, heads=args.gpt_heads, clip=args.clip)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from clipgen.encoders.base import ClipEncoder
 
+CLIP_KINDS = ("chinese-clip", "open_clip", "taiyi", "toy")
+
 
 def load_clip(kind: str, path: str | Path, **options) -> ClipEncoder:
     if kind == "chinese-clip":
@@ -31,7 +33,11 @@ def load_clip(kind: str, path: str | Path, **options) -> ClipEncoder:
         from clipgen.encoders.taiyi import TaiyiClipEncoder
 
         return TaiyiClipEncoder(path, **options)
-    raise ValueError(f"unknown CLIP kind {kind!r}; choose chinese-clip, open_clip, taiyi or toy")
+    raise ValueError(_unknown_kind(kind))
+
+
+def _unknown_kind(kind: str) -> str:
+    return f"unknown CLIP kind {kind!r}; choose {', '.join(CLIP_KINDS[:-1])} or {CLIP_KINDS[-1]}"
 
 
 def load_clip_spec(spec: str, **options) -> ClipEncoder:
@@ -39,6 +45,16 @@ def load_clip_spec(spec: str, **options) -> ClipEncoder:
     followed by `;KEY=VALUE` options for that kind, e.g. `chinese-clip:/weights/cn-clip-vit-b16`,
     `open_clip:/weights/xlmr.bin;arch=xlm-roberta-base-ViT-B-32`,
     `taiyi:/weights/taiyi-text;image_dir=/weights/clip-vit-b32`."""
+    kind, path, options = parse_clip_spec(spec, **options)
+    try:
+        return load_clip(kind, path, **options)
+    except TypeError as err:  # an option this kind does not take
+        raise ValueError(f"{spec!r}: {err}") from err
+
+
+def parse_clip_spec(spec: str, **options) -> tuple[str, str, dict]:
+    """(kind, path, options) of a CLIP spec (`load_clip_spec`'s), checked without loading
+    anything, so that a command which only records the spec refuses a typo at once."""
     head, *extras = spec.split(";")
     kind, sep, path = head.partition(":")
     if not sep or not kind or not path:
@@ -48,10 +64,9 @@ def load_clip_spec(spec: str, **options) -> ClipEncoder:
         if not eq or not key:
             raise ValueError(f"CLIP option {extra!r} in {spec!r} is not KEY=VALUE")
         options.setdefault(key.strip(), _option_value(key.strip(), value.strip()))
-    try:
-        return load_clip(kind.strip(), path.strip(), **options)
-    except TypeError as err:  # an option this kind does not take
-        raise ValueError(f"{spec!r}: {err}") from err
+    if kind.strip() not in CLIP_KINDS:
+        raise ValueError(_unknown_kind(kind.strip()))
+    return kind.strip(), path.strip(), options
 
 
 def _option_value(key: str, value: str):
@@ -68,4 +83,4 @@ def _option_value(key: str, value: str):
     return value
 
 
-__all__ = ["ClipEncoder", "load_clip", "load_clip_spec"]
+__all__ = ["CLIP_KINDS", "ClipEncoder", "load_clip", "load_clip_spec", "parse_clip_spec"]
