@@ -83,7 +83,8 @@ class ClipGenPipeline:
         from clipgen.encoders.gap import GapBridge
         from clipgen.models.gpt import load_gpt
         from clipgen.models.vqgan import VQGAN, vqgan_model_dir
-        from clipgen.run_dir import CAPTION_VOCAB_NAME, CONDITION_NAME, MODEL_DIR_NAME, read_condition
+        from clipgen.run_dir import (CAPTION_VOCAB_NAME, CONDITION_NAME, ENTITY_IDS_NAME, ENTITY_VECTORS_NAME, MODEL_DIR_NAME,
+                                     read_condition)  # fmt: skip
 
         run_dir = Path(run_dir)
         condition = read_condition(run_dir)
@@ -109,7 +110,7 @@ class ClipGenPipeline:
         if gpt.config.entity_dim:
             from clipgen.encoders.entity_lexicon import EntityLexicon
 
-            entities = EntityLexicon.from_run(run_dir, gpt.config.n_prefix)
+            entities = EntityLexicon.from_files(run_dir / ENTITY_IDS_NAME, run_dir / ENTITY_VECTORS_NAME, gpt.config.n_prefix)
         return cls(
             gpt,
             VQGAN.from_pretrained(vqgan_model_dir(condition.vqgan)).to(torch_device).eval(),

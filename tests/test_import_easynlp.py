@@ -115,7 +115,8 @@ def test_artist_without_knowledge_is_asked_for_by_name(tmp_path):
 def test_the_entity_lexicon_matches_as_artists_preprocessing(tmp_path):
     from clipgen.encoders.entity_lexicon import ENTITY_SLOTS, EntityLexicon, read_entity2id
 
-    (tmp_path / "entity2id.txt").write_text("5\n天安门\t4\n天安门广场\t5\n广场\t6\n猫\t7\nab\t8\n广场\t3\n", encoding="utf-8")
+    # a third column is ignored, as ARTIST's split('\t')[1] ignores it
+    (tmp_path / "entity2id.txt").write_text("5\n天安门\t4\n天安门广场\t5\textra\n广场\t6\n猫\t7\nab\t8\n广场\t3\n", encoding="utf-8")
     words = read_entity2id(tmp_path / "entity2id.txt")
     assert words["广场"] == 3  # a repeated word keeps its last id
     lexicon = EntityLexicon(words, torch.randn(9, 5), length=6)

@@ -17,6 +17,8 @@ LAYER_RULES = [
      ("clipgen.train", "clipgen.demo", "clipgen.commands", "clipgen.cli")),
     # a model file never reaches up into a converter of other projects' formats
     (("clipgen.models",), ("clipgen.formats", "clipgen.pipeline")),
+    # run_dir.py (the run layout) imports encoders.gap: encoders/ is handed paths, never the layout
+    (("clipgen.encoders",), ("clipgen.run_dir",)),
     # commands/ parses arguments and calls down: only the command line imports it
     (("clipgen",), ("clipgen.commands",)),
 ]

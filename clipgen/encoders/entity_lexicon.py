@@ -32,10 +32,10 @@ def read_entity2id(path: str | Path, what: str = "--entity2id") -> dict[str, int
     for number, line in enumerate(lines, start=2):
         if not line.strip():
             continue
-        word, tab, entity = line.strip().partition("\t")
-        if not tab or not entity.strip().isdigit():
+        fields = line.strip().split("\t")  # further columns are ignored, as ARTIST's split('\t')[1] does
+        if len(fields) < 2 or not fields[1].strip().isdigit():
             raise ValueError(f"{what} {path} line {number} is not 'word<TAB>id': {line[:40]!r}")
-        words[word] = int(entity)
+        words[fields[0]] = int(fields[1])
     if not words:
         raise ValueError(f"{what} {path} lists no entities")
     return words
@@ -80,16 +80,16 @@ class EntityLexicon:
         return ids
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, length: int) -> "EntityLexicon":
-        """The lexicon an imported ARTIST run keeps (clipgen/run_dir.py)."""
+    def from_files(cls, entity_ids: str | Path, entity_vectors: str | Path, length: int) -> "EntityLexicon":
+        """The lexicon an imported ARTIST run keeps: its entity list and its safetensors vectors
+        (under "entity2vec"). The caller names the files (the run layout is clipgen/run_dir.py's,
+        which imports encoders/, so encoders/ does not import it)."""
         from safetensors.torch import load_file
 
-        from clipgen.run_dir import ENTITY_IDS_NAME, ENTITY_VECTORS_NAME
-
-        vectors = Path(run_dir) / ENTITY_VECTORS_NAME
+        vectors = Path(entity_vectors)
         if not vectors.is_file():
             raise FileNotFoundError(f"{vectors} not found: the model reads entity knowledge (ARTIST) and needs it")
-        return cls(read_entity2id(Path(run_dir) / ENTITY_IDS_NAME, "entity list"), load_file(str(vectors))["entity2vec"], length)
+        return cls(read_entity2id(entity_ids, "entity list"), load_file(str(vectors))["entity2vec"], length)
 
     def knowledge(self, token_lists: Sequence[Sequence[str]]) -> torch.Tensor:
         """[B, ENTITY_SLOTS, length, dim] entity vectors for the captions' (uncut) tokens."""

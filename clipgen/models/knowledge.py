@@ -20,6 +20,7 @@ def mix_entity_knowledge(h: torch.Tensor, entities: torch.Tensor) -> torch.Tenso
     prefix = h[:, : entities.shape[2]]
     scores = torch.einsum("bpc,bepc->be", prefix, entities)
     # ARTIST masks a score of exactly 0 as if it were padding
-    weights = scores.masked_fill(scores == 0, -1e30).softmax(dim=-1)
+    # (the dtype's lowest value, not a constant: -1e30 overflows to -inf in half precision)
+    weights = scores.masked_fill(scores == 0, torch.finfo(scores.dtype).min).softmax(dim=-1)
     mixed = prefix + torch.einsum("be,bepc->bpc", weights, entities)
     return torch.cat([mixed, h[:, entities.shape[2] :]], dim=1)
