@@ -51,13 +51,13 @@ class GPTConfig:
     # on offsets, so a shape learned in one place holds in every other (models/rope.py)
     rope_2d: bool = False
     rope_theta: float = 100.0  # a grid side of 8–16 tokens needs no slower rotations than this
-    # what other projects' released models carry (clipgen/formats/): a bias on the output head
-    # (HFAiLab/clip-gen); the position table's length, 0: n_prefix + block_size (clip-gen's stops
-    # one short: the last token is never an input, so no model reads that row); > 0: ARTIST's
-    # entity knowledge, vectors of this width mixed into the prefix after the last block
-    # (models/knowledge.py)
-    head_bias: bool = False
+    # what other projects' released models carry (clipgen/formats/):
+    head_bias: bool = False  # a bias on the output head (HFAiLab/clip-gen's GPT has one)
+    # the position table's length; 0: n_prefix + block_size (clip-gen's stops one short: the last
+    # token is never an input, so no model reads that row)
     n_positions: int = 0
+    # > 0: ARTIST's entity knowledge, vectors of this width mixed into the prefix after the last
+    # block (models/knowledge.py); 0: none
     entity_dim: int = 0
 
 
