@@ -215,7 +215,7 @@ class ClipGenPipeline:
         """One image per row of `cond`, a condition the transformer reads directly (already through
         the bridge). Prompts go through `__call__`; this also takes image embeddings, to measure
         what the modality gap costs. An ARTIST run also needs its rows' `knowledge`
-        (`encode_knowledge(prompts)`): it was trained with it, so none is never silently used."""
+        (`encode_knowledge(prompts)`), which it was trained with and is never silently left out."""
         if (knowledge is None) != (self.entities is None):
             raise ValueError("this run reads ARTIST's entity knowledge: pass knowledge=pipe.encode_knowledge(prompts)"
                              if knowledge is None else "knowledge= is for ARTIST runs only: this run reads no entities")  # fmt: skip
