@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from clipgen.commands.make_shapes import make_shapes
+from clipgen.data.shapes_shards import make_shapes
 from clipgen.data import shard_index
 from clipgen.data.shard_index import index_shard
 
