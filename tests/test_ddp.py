@@ -28,7 +28,8 @@ def shards(tmp_path_factory):
 
 def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={free_port()}", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    # the checkout's clipgen, not whichever one is installed: the probes run from tests/
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -39,7 +40,7 @@ def test_ranks_read_different_shards_and_hold_identical_weights_after_a_step(sha
     # the GAN path too, so the discriminator's DDP is exercised, and a dead-code restart, whose
     # summed counts and broadcast codes are what could make the ranks' codebooks diverge
     overrides += ["loss.disc_start=0", "model.quantizer.restart_every=1"]
-    torchrun(str(TESTS / "ddp_probe.py"), str(SHAPES32), str(tmp_path), *overrides)
+    torchrun(str(TESTS / "ddp_probe.py"), "vqgan", str(SHAPES32), str(tmp_path), *overrides)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 
     def shards_of(keys):  # shapes-zh keys are the sample index

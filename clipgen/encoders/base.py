@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from clipgen.encoders.pixels import PixelPreprocess
+
 log = logging.getLogger("clipgen.encoders")
 _SHOWN_CHARACTERS = 30
 
@@ -25,11 +27,14 @@ class ClipEncoder(ABC):
     """A frozen CLIP pair of towers with its own preprocessing and tokenizer.
 
     `encode_image` and `encode_text` take Python lists, batch them (`batch_size` at a time), run
-    on `device` in `dtype`, and return float32 L2-normalised embeddings [B, dim] on `device`."""
+    on `device` in `dtype`, and return float32 L2-normalised embeddings [B, dim] on `device`.
+    `encode_image_tensor` is the differentiable image path for pixel tensors (a training loss on
+    generated images); the towers' weights never take gradients (`frozen`)."""
 
     kind: str = ""
     dim: int
     max_text_tokens: int
+    pixel_preprocess: PixelPreprocess  # this CLIP's resize and normalisation, as tensor operations
 
     def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 64):
         self.device, self.dtype, self.batch_size = torch.device(device), dtype, batch_size
@@ -49,6 +54,16 @@ class ClipEncoder(ABC):
                 raise ValueError(f"text {i} is empty: a prompt needs at least one visible character")
         return self._batched(texts, self._text_features)
 
+    def encode_image_tensor(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Image embeddings of pixels [B, 3, H, W] in [-1, 1] (a VQGAN decoder's range), through
+        this CLIP's own resize, crop and normalisation (encoders/pixels.py), with gradients to
+        `pixels`. One forward for the whole batch (the caller sized it); float32, L2-normalised.
+        Close to `encode_image` of the same picture, not equal: PIL rounds to uint8 around its resize."""
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"pixels must be [B, 3, H, W], got {tuple(pixels.shape)}")
+        normalised = self.pixel_preprocess(pixels.to(self.device, self.dtype))
+        return F.normalize(self._pixel_features(normalised).float(), dim=-1)
+
     def _batched(self, items: list, features) -> torch.Tensor:
         if not items:
             return torch.empty(0, self.dim, device=self.device)
@@ -59,7 +74,17 @@ class ClipEncoder(ABC):
     def _image_features(self, images: list[Image.Image]) -> torch.Tensor: ...
 
     @abstractmethod
+    def _pixel_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The image tower on already preprocessed pixels (the input `_image_features` builds)."""
+
+    @abstractmethod
     def _text_features(self, texts: list[str]) -> torch.Tensor: ...
+
+
+def frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """A tower as every encoder holds it: eval mode, and no gradients for its weights, so a loss
+    through `encode_image_tensor` trains what made the pixels and never the CLIP."""
+    return module.eval().requires_grad_(False)
 
 
 def require_path(path: str | Path, kind: str, what: str) -> Path:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from clipgen.encoders.base import ClipEncoder, require_path, warn_prompt_cut
+from clipgen.encoders.base import ClipEncoder, frozen, require_path, warn_prompt_cut
+from clipgen.encoders.pixels import PixelPreprocess
 
 TEXT_MAX_LENGTH = 52
 
@@ -24,15 +25,19 @@ class ChineseClipEncoder(ClipEncoder):
         from transformers import ChineseCLIPModel, ChineseCLIPProcessor
 
         path = require_path(path, self.kind, "a directory with config.json, the weights and the processor files")
-        self.model = ChineseCLIPModel.from_pretrained(path, local_files_only=True).to(self.device, self.dtype).eval()
+        self.model = frozen(ChineseCLIPModel.from_pretrained(path, local_files_only=True).to(self.device, self.dtype))
         self.processor = ChineseCLIPProcessor.from_pretrained(path, local_files_only=True)
+        self.pixel_preprocess = PixelPreprocess.from_hf_processor(self.processor.image_processor)
         self.dim = self.model.config.projection_dim
         positions = self.model.config.text_config.max_position_embeddings
         self.max_text_tokens = min(TEXT_MAX_LENGTH, positions)
 
     def _image_features(self, images):
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-        out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
+        return self._pixel_features(pixels.to(self.device, self.dtype))
+
+    def _pixel_features(self, pixel_values):
+        out = self.model.get_image_features(pixel_values=pixel_values)
         return out.pooler_output if hasattr(out, "pooler_output") else out
 
     def _text_features(self, texts):

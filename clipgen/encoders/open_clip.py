@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from clipgen.encoders.base import ClipEncoder, require_path
+from clipgen.encoders.base import ClipEncoder, frozen, require_path
+from clipgen.encoders.pixels import PixelPreprocess
 
 
 class OpenClipEncoder(ClipEncoder):
@@ -34,15 +35,19 @@ class OpenClipEncoder(ClipEncoder):
         model, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=str(path), device=self.device, weights_only=True, pretrained_text=False, **model_kwargs
         )
-        self.model = model.to(self.dtype).eval()
+        self.model = frozen(model.to(self.dtype))
         self.preprocess = preprocess
+        self.pixel_preprocess = PixelPreprocess.from_torchvision(preprocess)
         self.tokenizer = open_clip.get_tokenizer(hf_dir or arch)
         self.dim = open_clip.get_model_config(arch)["embed_dim"]
         self.max_text_tokens = self.tokenizer.context_length
 
     def _image_features(self, images):
         pixels = torch.stack([self.preprocess(image) for image in images]).to(self.device, self.dtype)
-        return self.model.encode_image(pixels)
+        return self._pixel_features(pixels)
+
+    def _pixel_features(self, pixel_values):
+        return self.model.encode_image(pixel_values)
 
     def _text_features(self, texts):
         return self.model.encode_text(self.tokenizer(texts).to(self.device))

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from clipgen.encoders.base import ClipEncoder, require_path, warn_prompt_cut
+from clipgen.encoders.base import ClipEncoder, frozen, require_path, warn_prompt_cut
+from clipgen.encoders.pixels import PixelPreprocess
 
 
 class TaiyiClipEncoder(ClipEncoder):
@@ -41,19 +42,23 @@ class TaiyiClipEncoder(ClipEncoder):
                 f"image tower at {image_dir} gives {image_config.projection_dim}-d (projection_dim); they must match"
             )
         self.text_model = BertForSequenceClassification.from_pretrained(path, config=text_config, local_files_only=True)
-        self.text_model = self.text_model.to(self.device, self.dtype).eval()
+        self.text_model = frozen(self.text_model.to(self.device, self.dtype))
         self.tokenizer = BertTokenizer.from_pretrained(path, local_files_only=True)
         self.image_model = CLIPModel.from_pretrained(image_dir, config=image_config, local_files_only=True)
-        self.image_model = self.image_model.to(self.device, self.dtype).eval()
+        self.image_model = frozen(self.image_model.to(self.device, self.dtype))
         # CLIPImageProcessor reads the preprocessor_config.json a saved CLIPProcessor writes too
         self.image_processor = CLIPImageProcessor.from_pretrained(image_dir, local_files_only=True)
+        self.pixel_preprocess = PixelPreprocess.from_hf_processor(self.image_processor)
         self.dim = image_config.projection_dim
         # a tokenizer saved without model_max_length reports a huge sentinel: the position table is the real cap
         self.max_text_tokens = min(self.tokenizer.model_max_length, text_config.max_position_embeddings)
 
     def _image_features(self, images):
         pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        out = self.image_model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
+        return self._pixel_features(pixels.to(self.device, self.dtype))
+
+    def _pixel_features(self, pixel_values):
+        out = self.image_model.get_image_features(pixel_values=pixel_values)
         return out.pooler_output if hasattr(out, "pooler_output") else out
 
     def _text_features(self, texts):

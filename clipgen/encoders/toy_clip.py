@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipgen.config import from_dict, to_dict
-from clipgen.encoders.base import ClipEncoder, require_path, warn_prompt_cut
+from clipgen.encoders.base import ClipEncoder, frozen, require_path, warn_prompt_cut
+from clipgen.encoders.pixels import PixelPreprocess
 
 FORMAT_TAG = "clipgen-toy-clip"
 PAD, UNK, CLS = 0, 1, 2
@@ -152,14 +153,20 @@ class ToyClipEncoder(ClipEncoder):
 
     def __init__(self, path: str | Path, **options):
         super().__init__(**options)
-        self.model = ToyClip.from_pretrained(path).to(self.device, self.dtype)
+        self.model = frozen(ToyClip.from_pretrained(path).to(self.device, self.dtype))
         self.dim = self.model.config.dim
         self.max_text_tokens = self.model.config.max_text_tokens
+        size = self.model.config.image_size
+        # image_to_tensor's steps: a box-filter squash to the tower's size, then x / 127.5 - 1
+        self.pixel_preprocess = PixelPreprocess(resize=(size, size), interpolation="area", antialias=False,
+                                                crop=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # fmt: skip
 
     def _image_features(self, images):
         size = self.model.config.image_size
-        pixels = torch.stack([image_to_tensor(image, size) for image in images])
-        return self.model.image(pixels.to(self.device, self.dtype))
+        return self._pixel_features(torch.stack([image_to_tensor(image, size) for image in images]).to(self.device, self.dtype))
+
+    def _pixel_features(self, pixel_values):
+        return self.model.image(pixel_values)
 
     def _text_features(self, texts):
         ids, cut = self.model.tokenizer(texts)

@@ -8,6 +8,8 @@
 - `caption-tokens` (the EasyNLP-style text-token baseline): the caption's BERT-style token ids as
   the prefix, in one sequence with the image codes; the loss is on the image codes only.
 A fraction `cond_dropout` of images get the null prefix instead, for classifier-free guidance.
+`loss.clip_weight` > 0 adds CLIP-GEN's embedding-reconstruction term (train/clip_loss.py): the
+predicted tokens, decoded by the frozen VQGAN, should have the image's own CLIP embedding.
 Every `run.image_every` steps a grid is sampled from a fixed list of Chinese prompts, read as the
 run reads prompts at inference (the CLIP text tower and the run's bridge, or the caption
 tokenizer), with the KV-cache sampler and the VQGAN decoder.
@@ -84,12 +86,31 @@ class GPTSampleConfig:
 
 
 @dataclass
+class GPTLossConfig:
+    # CLIP-GEN's embedding-reconstruction term (train/clip_loss.py): the weight of 1 - cosine
+    # between the CLIP image embedding of the decoded prediction and the image's own, added to
+    # the token cross-entropy; 0 turns it off. It needs condition.vqgan and condition.clip.
+    clip_weight: float = 0.0
+    # how the predicted tokens pass gradients: the argmax with the softmax's gradient, or a
+    # Gumbel-softmax sample; both at clip_temperature
+    clip_estimator: Literal["straight_through", "gumbel"] = "straight_through"
+    clip_temperature: float = 1.0
+
+    def __post_init__(self):
+        check_fields(self, [
+            ("clip_weight", self.clip_weight >= 0, "≥ 0"),
+            ("clip_temperature", self.clip_temperature > 0, "> 0"),
+        ])  # fmt: skip
+
+
+@dataclass
 class GPTTrainConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/gpt"))
     data: TokenDataConfig = field(default_factory=TokenDataConfig)
     model: GPTConfig = field(default_factory=GPTConfig)
     condition: ConditionConfig = field(default_factory=ConditionConfig)
     optim: GPTOptimConfig = field(default_factory=GPTOptimConfig)
+    loss: GPTLossConfig = field(default_factory=GPTLossConfig)
     sample: GPTSampleConfig = field(default_factory=GPTSampleConfig)
 
 
@@ -135,8 +156,10 @@ class GPTTask:
         self.val_data = _load_tokens(cfg.data.val, "data.val") if cfg.data.val else None
         self._check_shapes()
         self._check_vqgan()
+        self._check_clip_loss()
         self.clip = self._load_clip() if cfg.condition.clip else None
-        self._vqgan = None  # loaded at the first sample grid
+        self._vqgan = None  # loaded at the first sample grid or for the CLIP loss
+        self.clip_loss = self._build_clip_loss()
         self.bridge = self._build_bridge()
         self.caption_vocab = b""
         self.caption_tokenizer, self.caption_ids = self._tokenize_captions()
@@ -191,6 +214,38 @@ class GPTTask:
             raise ConfigError(f"condition.vqgan {named} makes {vqgan.token_grid}x{vqgan.token_grid} tokens from "
                               f"{vqgan.n_embed} codes; model.block_size {model.block_size} and model.vocab_size "
                               f"{model.vocab_size} do not fit it")  # fmt: skip
+
+    def _check_clip_loss(self) -> None:
+        if self.cfg.loss.clip_weight <= 0:
+            return
+        condition = self.cfg.condition
+        if condition.source == "caption-tokens":
+            raise ConfigError("loss.clip_weight > 0 reconstructs a CLIP image embedding, and condition.source: "
+                              "caption-tokens reads caption ids with no embedding: set loss.clip_weight: 0")  # fmt: skip
+        if not condition.vqgan or not condition.clip:
+            raise ConfigError("loss.clip_weight > 0 decodes the predicted tokens with condition.vqgan and embeds them "
+                              "with condition.clip: set both (the VQGAN and CLIP the token shards were extracted with)")  # fmt: skip
+
+    def _build_clip_loss(self):
+        loss = self.cfg.loss
+        if loss.clip_weight <= 0:
+            return None
+        from clipgen.train.clip_loss import ClipReconstructionLoss
+
+        width = self.train_data.clip.shape[1]
+        if self.clip.dim != width:
+            raise ConfigError(f"loss.clip_weight: condition.clip gives {self.clip.dim}-d embeddings, the token shards "
+                              f"hold {width}-d ones: name the CLIP they were extracted with")  # fmt: skip
+        return ClipReconstructionLoss(self._frozen_vqgan(), self.clip, loss.clip_estimator, loss.clip_temperature)
+
+    def _frozen_vqgan(self):
+        """condition.vqgan, loaded once: eval mode, no gradients, never in the checkpoint."""
+        from clipgen.models.vqgan import VQGAN, vqgan_model_dir
+
+        if self._vqgan is None:
+            vqgan = VQGAN.from_pretrained(vqgan_model_dir(self.cfg.condition.vqgan)).to(self.device)
+            self._vqgan = vqgan.eval().requires_grad_(False)
+        return self._vqgan
 
     def _load_clip(self):
         from clipgen.encoders import load_clip_spec
@@ -254,6 +309,21 @@ class GPTTask:
         drop = torch.rand(len(cond), generator=generator, device=self.device) < self.cfg.condition.cond_dropout
         return cond, drop
 
+    def _clip_term(self, logits: torch.Tensor, batch: dict, drop: torch.Tensor | None, step: int, micro: int) -> torch.Tensor | None:
+        """The CLIP loss over the rows that kept their condition (a dropped row has none to match),
+        or None when it is off or every row was dropped. Its target is the image's own embedding,
+        not the bridge's noised condition: the decoded prediction should be this image, and with
+        condition.source: caption too, the image embedding is what its pixels can reach."""
+        if self.clip_loss is None:
+            return None
+        keep = torch.ones(len(logits), dtype=torch.bool, device=self.device) if drop is None else ~drop
+        if not keep.any():
+            return None
+        target = torch.nn.functional.normalize(batch["clip"].to(self.device).float(), dim=-1)
+        generator = torch.Generator(self.device).manual_seed(derive_seed(self.cfg.run.seed, self.info.rank, step, micro, 11))
+        with self._autocast():
+            return self.clip_loss(logits[keep], target[keep], generator)
+
     def _autocast(self):
         return autocast_context(self.device, self.amp_dtype)
 
@@ -264,7 +334,7 @@ class GPTTask:
         for group in self.opt.param_groups:
             group["lr"] = (optim.muon_lr if group.get("muon") else optim.lr) * factor
         self.model.train()
-        total = 0.0
+        total = clip_total = 0.0
         for micro, batch in enumerate(micro_batches):
             last = micro == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or not self.info.distributed else self.model_ddp.no_sync()
@@ -274,7 +344,12 @@ class GPTTask:
                 with self._autocast():
                     logits = self.model_ddp(cond, codes, drop)
                 loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), codes.flatten())
-                (loss / len(micro_batches)).backward()
+                objective = loss
+                clip_term = self._clip_term(logits, batch, drop, step, micro)
+                if clip_term is not None:
+                    objective = loss + self.cfg.loss.clip_weight * clip_term
+                    clip_total += clip_term.item() / len(micro_batches)
+                (objective / len(micro_batches)).backward()
             total += loss.item() / len(micro_batches)
         if optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), optim.grad_clip)
@@ -282,7 +357,9 @@ class GPTTask:
         self.opt.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model, step)
-        logged = {"loss": total, "lr": optim.lr * factor}
+        logged = {"loss": total, "lr": optim.lr * factor}  # the token cross-entropy alone, as without the CLIP term
+        if self.clip_loss is not None:
+            logged["clip_loss"] = clip_total
         if optim.optimizer == "muon":
             logged["muon_lr"] = optim.muon_lr * factor
         return logged
@@ -314,11 +391,7 @@ class GPTTask:
         reads_prompts = self.clip is not None or self.caption_tokenizer is not None
         if not logger.enabled or not reads_prompts or not cfg.condition.vqgan or not cfg.sample.prompts:
             return
-        from clipgen.models.vqgan import VQGAN, vqgan_model_dir
-
-        if self._vqgan is None:
-            self._vqgan = VQGAN.from_pretrained(vqgan_model_dir(cfg.condition.vqgan)).to(self.device).eval()
-        vqgan = self._vqgan
+        vqgan = self._frozen_vqgan()
         prompts = [p for p in cfg.sample.prompts for _ in range(cfg.sample.images_per_prompt)]
         from clipgen.pipeline import prompt_condition
 
