@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn.functional as F
 
 from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups, filter_logits
 from clipgen.train.gpt import GPTOptimConfig, make_optimizer
@@ -188,27 +187,3 @@ def test_entity_knowledge_changes_only_the_first_image_tokens_logits():
     assert torch.equal(plain[:, 1:], informed[:, 1:])
     with pytest.raises(ValueError, match="guidance_scale must be 1"):
         model.sample(ids, guidance_scale=2.0, knowledge=knowledge)
-
-
-@pytest.mark.parametrize("bias", [False, True])
-def test_the_sampler_splitting_its_products_across_threads_draws_the_same_tokens(bias, monkeypatch):
-    # at paper scale the decode step splits each product's output features across threads
-    # (models/split_linear.py); forced here on a small model, it must change no logit
-    from clipgen.models import gpt as gpt_module
-    from clipgen.models.split_linear import SplitLinear
-
-    torch.manual_seed(0)
-    x, w, b = torch.randn(2, 96), torch.randn(300, 96), torch.randn(300)
-    with torch.inference_mode():
-        assert torch.equal(SplitLinear(2)(x, w.t(), b if bias else None), F.linear(x, w, b if bias else None))
-    cfg = GPTConfig(vocab_size=37, block_size=16, cond_dim=12, n_prefix=3, n_layer=2, n_head=2, n_embd=16, bias=bias,
-                    cond_every_token=True, cond_every_layer=True, rope_2d=True)  # fmt: skip
-    model = ConditionTransformer(cfg).eval()
-    cond = torch.randn(3, 12)
-    uniforms = torch.rand(3, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    settings = dict(temperature=1.0, top_k=5, guidance_scale=1.5, uniforms=uniforms)
-    whole = model.sample(cond, **settings)
-    threads = torch.get_num_threads()
-    monkeypatch.setattr(gpt_module, "split_parts", lambda *args: 2)
-    split = model.sample(cond, **settings)
-    assert torch.equal(whole, split) and torch.get_num_threads() == threads  # and the thread count is restored

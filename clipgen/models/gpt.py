@@ -28,7 +28,6 @@ from torch import nn
 
 from clipgen.models.knowledge import mix_entity_knowledge
 from clipgen.models.rope import Rope2D
-from clipgen.models.split_linear import SplitLinear, one_torch_thread, split_parts
 
 
 @dataclass
@@ -298,16 +297,15 @@ class ConditionTransformer(nn.Module):
         cache = KVCache(cfg, prefix.shape[0], cond.device, prefix.dtype)
         logits = self._run(prefix, 0, cache, layer_bias, first_logit=-1, knowledge=knowledge)[:, 0]
         step = _DecodeStep(self, cache, bias, layer_bias)
-        with one_torch_thread(step.split and not self.training):
-            for i in range(num_tokens):
-                next_token = picker.pick(logits.float(), i)
-                tokens[:, i : i + 1] = next_token
-                if i + 1 < num_tokens:
-                    step_in = torch.cat([next_token, next_token]) if picker.guided else next_token
-                    if self.training:  # dropout draws as the training forward does
-                        logits = self._run(self.embed_tokens(step_in, bias), cfg.n_prefix + i, cache, layer_bias)[:, -1]
-                    else:
-                        logits = step(step_in.view(-1), cfg.n_prefix + i)
+        for i in range(num_tokens):
+            next_token = picker.pick(logits.float(), i)
+            tokens[:, i : i + 1] = next_token
+            if i + 1 < num_tokens:
+                step_in = torch.cat([next_token, next_token]) if picker.guided else next_token
+                if self.training:  # dropout draws as the training forward does
+                    logits = self._run(self.embed_tokens(step_in, bias), cfg.n_prefix + i, cache, layer_bias)[:, -1]
+                else:
+                    logits = step(step_in.view(-1), cfg.n_prefix + i)
         return tokens
 
     def _sampling_conditions(self, cond: torch.Tensor, guided: bool) -> tuple:
@@ -337,11 +335,6 @@ class _DecodeStep:
         self.weights_t = [tuple(m.weight.t() for m in (b.attn.qkv, b.attn.proj, b.mlp[0], b.mlp[2])) for b in model.blocks]
         self.head_t = model.head.weight.t()
         self.rope = model.rope
-        # bound by reading the weights (paper scale, a few rows): split each product across threads
-        weight_bytes = sum(w.numel() * w.element_size() for ws in self.weights_t for w in ws) + self.head_t.numel() * self.head_t.element_size()
-        parts = split_parts(weight_bytes, cache.k.shape[1], cache.k.device)
-        self.linear = SplitLinear(parts) if parts > 1 else _linear
-        self.split = parts > 1  # the caller then holds one_torch_thread() around the steps
 
     def rotate(self, x: torch.Tensor, pos: int) -> torch.Tensor:
         """Rope2D.forward(x, pos) for [B, heads, 1, head_dim] queries and keys at position `pos`."""
@@ -349,7 +342,7 @@ class _DecodeStep:
 
     def __call__(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         """[rows] token ids at position `pos` -> [rows, vocab] logits for the next position."""
-        model, cache, heads, width, norm_shape, linear = self.model, self.cache, self.heads, self.width, self.norm_shape, self.linear
+        model, cache, heads, width, norm_shape = self.model, self.cache, self.heads, self.width, self.norm_shape
         rows = tokens.shape[0]
         h = model.tok_emb.weight.index_select(0, tokens)
         if self.bias is not None:
@@ -362,20 +355,20 @@ class _DecodeStep:
             attn, ln_1, ln_2, mlp = block.attn, block.ln_1, block.ln_2, block.mlp
             x = F.layer_norm(h, norm_shape, ln_1.weight, ln_1.bias, ln_1.eps)
             # [rows, 3C] viewed as [rows, 3·heads, 1, head_dim]: queries, keys, values of one position
-            qkv = linear(x, qkv_t, attn.qkv.bias).view(rows, 3 * heads, 1, width // heads)
+            qkv = _linear(x, qkv_t, attn.qkv.bias).view(rows, 3 * heads, 1, width // heads)
             qk = qkv.narrow(1, 0, 2 * heads)
             if model.rope is not None:
                 qk = self.rotate(qk, pos)
             k_cache.narrow(2, pos, 1).copy_(qk.narrow(1, heads, heads))
             v_cache.narrow(2, pos, 1).copy_(qkv.narrow(1, 2 * heads, heads))
             y = F.scaled_dot_product_attention(qk.narrow(1, 0, heads), k_cache.narrow(2, 0, pos + 1), v_cache.narrow(2, 0, pos + 1))
-            h = h + linear(y.transpose(1, 2).reshape(rows, width), proj_t, attn.proj.bias)
+            h = h + _linear(y.transpose(1, 2).reshape(rows, width), proj_t, attn.proj.bias)
             x = F.layer_norm(h, norm_shape, ln_2.weight, ln_2.bias, ln_2.eps)
-            x = F.gelu(linear(x, fc_t, mlp[0].bias), approximate=mlp[1].approximate)
-            h = h + linear(x, out_t, mlp[2].bias)
+            x = F.gelu(_linear(x, fc_t, mlp[0].bias), approximate=mlp[1].approximate)
+            h = h + _linear(x, out_t, mlp[2].bias)
         cache.length += 1
         ln_f = model.ln_f
-        return linear(F.layer_norm(h, norm_shape, ln_f.weight, ln_f.bias, ln_f.eps), self.head_t, model.head.bias)
+        return _linear(F.layer_norm(h, norm_shape, ln_f.weight, ln_f.bias, ln_f.eps), self.head_t, model.head.bias)
 
 
 def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
