@@ -107,7 +107,7 @@ def main() -> None:
     if args.equal_steps:
         runs[f"recipe at {clip_steps} steps, seed {args.seed}"] = (clip_steps, train_and_judge(
             args.demo, args.out / f"recipe-{clip_steps}-steps-seed{args.seed}", args.seed, [f"run.max_steps={clip_steps}"]))  # fmt: skip
-    print(f"| run | steps | train CPU s | val loss | colour | shape | size | position |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| run | steps | train CPU s | val loss | colour | shape | size | position |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, (steps, result) in runs.items():
         pct = result["pct"]
         print(f"| {name} | {steps} | {result['train_cpu_s']} | {result['val_loss']:.4f} | {pct['colour']} | {pct['shape']} | "

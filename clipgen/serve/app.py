@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from clipgen.sampling import fresh_seed
 from clipgen.serve.batcher import Batcher, QueueFull
-from clipgen.serve.params import MAX_BODY_BYTES, BadRequest, limits, parse_generate
+from clipgen.serve.params import MAX_BODY_BYTES, limits, parse_generate
 
 log = logging.getLogger("clipgen.serve")
 
