@@ -82,31 +82,35 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the training seed of both runs (the demo's is 0)")
     parser.add_argument("--equal-steps", action="store_true",
                         help="also the recipe at the CLIP run's step count: is the term worse per step, or only slower?")
+    parser.add_argument("recipe", nargs="*", help="overrides of configs/gpt/shapes32.yaml for every run (e.g. model.n_layer=4)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    clip_settings = [f"loss.clip_weight={args.clip_weight}", f"loss.clip_estimator={args.clip_estimator}"]
+    clip_settings = [*args.recipe, f"loss.clip_weight={args.clip_weight}", f"loss.clip_estimator={args.clip_estimator}"]
+    # measured once per --out and reused by later calls there (their runs then get the same step budget)
     timing = args.out / "timing.json"
     if not timing.is_file():
         scratch = args.out / "timing-scratch"
-        base = cpu_seconds_per_step(demo_overrides(args.demo, scratch), args.timing_steps)
+        base = cpu_seconds_per_step(demo_overrides(args.demo, scratch) + args.recipe, args.timing_steps)
         clip = cpu_seconds_per_step(demo_overrides(args.demo, scratch) + clip_settings, args.timing_steps)
         args.out.mkdir(parents=True, exist_ok=True)
-        timing.write_text(json.dumps({"base_s_per_step": base, "clip_s_per_step": clip}))
+        timing.write_text(json.dumps({"base_s_per_step": base, "clip_s_per_step": clip, "clip_settings": clip_settings}))
     step_time = json.loads(timing.read_text())
+    if step_time.get("clip_settings", clip_settings) != clip_settings:
+        print(f"the step ratio is reused from {timing}: measured with {step_time['clip_settings']}", flush=True)
     ratio = step_time["clip_s_per_step"] / step_time["base_s_per_step"]
-    base_steps = load_config(GPTTrainConfig, RECIPE).run.max_steps
+    base_steps = load_config(GPTTrainConfig, RECIPE, args.recipe).run.max_steps
     clip_steps = round(base_steps / ratio)
     print(f"CPU s/step: recipe {step_time['base_s_per_step']:.4f}, with the CLIP loss {step_time['clip_s_per_step']:.4f} "
           f"(x{ratio:.2f}): {base_steps} against {clip_steps} steps", flush=True)  # fmt: skip
     clip_name = f"clip-{args.clip_estimator}-{args.clip_weight:g}"
     runs = {
-        f"recipe, seed {args.seed}": (base_steps, train_and_judge(args.demo, args.out / f"recipe-seed{args.seed}", args.seed, [])),
+        f"recipe, seed {args.seed}": (base_steps, train_and_judge(args.demo, args.out / f"recipe-seed{args.seed}", args.seed, args.recipe)),
         f"{clip_name}, seed {args.seed}": (clip_steps, train_and_judge(
             args.demo, args.out / f"{clip_name}-seed{args.seed}", args.seed, clip_settings + [f"run.max_steps={clip_steps}"])),
     }  # fmt: skip
     if args.equal_steps:
         runs[f"recipe at {clip_steps} steps, seed {args.seed}"] = (clip_steps, train_and_judge(
-            args.demo, args.out / f"recipe-{clip_steps}-steps-seed{args.seed}", args.seed, [f"run.max_steps={clip_steps}"]))  # fmt: skip
+            args.demo, args.out / f"recipe-{clip_steps}-steps-seed{args.seed}", args.seed, [*args.recipe, f"run.max_steps={clip_steps}"]))  # fmt: skip
     print("| run | steps | train CPU s | val loss | colour | shape | size | position |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, (steps, result) in runs.items():
         pct = result["pct"]

@@ -274,7 +274,7 @@ def test_the_decoded_image_cache_changes_no_batch_and_decodes_each_image_once(sh
     cached = collect(make_image_loader(ImageDataConfig(shards=str(shapes_dir), decoded_cache_mb=1), batch_size=4, seed=5), batches)
     assert keys_of(plain) == keys_of(cached) and all(torch.equal(a["image"], b["image"]) for a, b in zip(plain, cached))
     assert len(decoded) == N_IMAGES  # three epochs, one decode each
-    # past the budget, images are decoded as usual
+    # 0: no cache at all (the budget itself is the next test's)
     decoded.clear()
     tiny = collect(make_image_loader(ImageDataConfig(shards=str(shapes_dir), decoded_cache_mb=0), batch_size=4, seed=5), batches)
     assert len(decoded) == 0 and keys_of(tiny) == keys_of(plain)  # 0: no cache at all, decode_rgb as before

@@ -409,8 +409,7 @@ class RowPicker:
         divisor = torch.where(self.greedy, 1.0, self.temperature)
         self.divisor = None if bool((divisor == 1).all()) else divisor
         self.top_k_filter = _TopK(self.top_k, self.max_k) if self.max_k > 0 else None
-        within = self.max_k if self.max_k > 0 and bool((self.top_k > 0).all()) else None
-        self.top_p_filter = _TopP(self.top_p, within) if self.any_top_p else None
+        self.top_p_filter = _TopP(self.top_p, _top_k_bound(self.top_k, self.max_k)) if self.any_top_p else None
 
     def pick(self, logits: torch.Tensor, step: int) -> torch.Tensor:
         """[rows or 2·rows, vocab] float logits -> [rows, 1] token ids."""
@@ -452,9 +451,14 @@ def filter_logits(
     if max_k > 0:
         logits = _TopK(k, max_k)(logits)
     if isinstance(top_p, torch.Tensor) or top_p < 1.0:
-        within = max_k if max_k > 0 and bool((k > 0).all()) else None
-        logits = _TopP(_column(top_p, rows, logits.dtype, logits.device), within)(logits)
+        logits = _TopP(_column(top_p, rows, logits.dtype, logits.device), _top_k_bound(k, max_k))(logits)
     return logits
+
+
+def _top_k_bound(k: torch.Tensor, max_k: int) -> int | None:
+    """How many tokens at most survive top-k in every row ([B, 1] k, 0: keep the row), or None
+    when some row keeps its whole vocabulary."""
+    return max_k if max_k > 0 and bool((k > 0).all()) else None
 
 
 class _TopK:

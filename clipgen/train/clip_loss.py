@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from clipgen.encoders.base import ClipEncoder
+from clipgen.encoders.base import ClipEncoder, frozen
 from clipgen.models.vqgan import VQGAN
 
 Estimator = Literal["straight_through", "gumbel"]
@@ -50,7 +50,7 @@ class ClipReconstructionLoss:
     """1 - cosine between the CLIP embedding of the decoded prediction and a target embedding."""
 
     def __init__(self, vqgan: VQGAN, clip: ClipEncoder, estimator: Estimator = "straight_through", temperature: float = 1.0):
-        self.vqgan = vqgan.eval().requires_grad_(False)
+        self.vqgan = frozen(vqgan)
         self.clip, self.estimator, self.temperature = clip, estimator, temperature
 
     def decode(self, one_hot: torch.Tensor) -> torch.Tensor:

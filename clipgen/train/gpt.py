@@ -240,11 +240,11 @@ class GPTTask:
 
     def _frozen_vqgan(self):
         """condition.vqgan, loaded once: eval mode, no gradients, never in the checkpoint."""
+        from clipgen.encoders.base import frozen
         from clipgen.models.vqgan import VQGAN, vqgan_model_dir
 
         if self._vqgan is None:
-            vqgan = VQGAN.from_pretrained(vqgan_model_dir(self.cfg.condition.vqgan)).to(self.device)
-            self._vqgan = vqgan.eval().requires_grad_(False)
+            self._vqgan = frozen(VQGAN.from_pretrained(vqgan_model_dir(self.cfg.condition.vqgan)).to(self.device))
         return self._vqgan
 
     def _load_clip(self):
@@ -320,7 +320,9 @@ class GPTTask:
         if not keep.any():
             return None
         target = torch.nn.functional.normalize(batch["clip"].to(self.device).float(), dim=-1)
-        generator = torch.Generator(self.device).manual_seed(derive_seed(self.cfg.run.seed, self.info.rank, step, micro, 11))
+        generator = None  # only Gumbel noise draws
+        if self.cfg.loss.clip_estimator == "gumbel":
+            generator = torch.Generator(self.device).manual_seed(derive_seed(self.cfg.run.seed, self.info.rank, step, micro, 11))
         with self._autocast():
             return self.clip_loss(logits[keep], target[keep], generator)
 
