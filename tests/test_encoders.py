@@ -135,3 +135,19 @@ def test_toy_clip_trains_through_the_cli_and_loads_as_a_clip(tmp_path):
     text, image = encoder.encode_text(["左上有一个大的红色圆形"]), encoder.encode_image(images())
     assert text.shape == (1, 64) and image.shape == (3, 64)
     torch.testing.assert_close(image.norm(dim=-1), torch.ones(3))
+
+
+def test_toy_clip_pads_captions_only_to_the_longest_and_embeds_them_as_before():
+    from clipgen.encoders.toy_clip import PAD, ToyClip, ToyClipConfig
+    from clipgen.train.toy_clip import caption_characters
+
+    torch.manual_seed(0)
+    model = ToyClip(ToyClipConfig(), caption_characters()).eval()
+    texts = ["左上有一个大的红色圆形", "红色", "中间 蓝色的 正方形"]
+    ids, cut = model.tokenizer(texts)
+    assert ids.shape == (3, 12) and cut == [False, False, False]  # [CLS] + the longest's 11 characters
+    padded = torch.nn.functional.pad(ids, (0, model.config.max_text_tokens - ids.shape[1]), value=PAD)
+    with torch.no_grad():  # pads are masked: padding to max_text_tokens gives the same embeddings
+        torch.testing.assert_close(model.text(ids), model.text(padded), atol=1e-5, rtol=1e-5)
+    long_ids, long_cut = model.tokenizer(["红" * 40])
+    assert long_ids.shape == (1, model.config.max_text_tokens) and long_cut == [True]

@@ -50,12 +50,13 @@ class CharTokenizer:
         self.max_tokens = max_tokens
 
     def __call__(self, texts: list[str]) -> tuple[torch.Tensor, list[bool]]:
-        """Padded ids [B, max_tokens] and, per text, whether it was cut."""
-        ids = torch.full((len(texts), self.max_tokens), PAD, dtype=torch.long)
-        cut = []
-        for row, text in enumerate(texts):
-            tokens = [CLS] + [self.index.get(c, UNK) for c in text if not c.isspace()]
-            cut.append(len(tokens) > self.max_tokens)
+        """Ids [B, T] padded to the longest text (at most max_tokens) and, per text, whether it was
+        cut. Padding only to the longest: shapes-zh captions hold at most 14 tokens, and the text
+        tower's work grows with T (pads are masked, so [CLS] does not see them either way)."""
+        rows = [[CLS] + [self.index.get(c, UNK) for c in text if not c.isspace()] for text in texts]
+        cut = [len(tokens) > self.max_tokens for tokens in rows]
+        ids = torch.full((len(texts), min(self.max_tokens, max(map(len, rows), default=1))), PAD, dtype=torch.long)
+        for row, tokens in enumerate(rows):
             tokens = tokens[: self.max_tokens]
             ids[row, : len(tokens)] = torch.tensor(tokens)
         return ids, cut

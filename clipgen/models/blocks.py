@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipgen.models.attention import attention
+
 
 def group_norm(channels: int, eps: float = 1e-6) -> nn.GroupNorm:
     # 32 groups and eps 1e-6 are taming's constants; other values change the numbers
@@ -67,7 +69,7 @@ class AttnBlock(nn.Module):
         normed = self.norm(x)
         # [B, C, H, W] -> [B, 1 head, HW, C]; SDPA scales by 1/sqrt(C) as taming does by hand.
         q, k, v = (proj(normed).reshape(b, 1, c, h * w).transpose(2, 3) for proj in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)
         out = out.transpose(2, 3).reshape(b, c, h, w)
         return x + self.proj_out(out)
 

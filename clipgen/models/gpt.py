@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipgen.models.attention import attention
 from clipgen.models.knowledge import mix_entity_knowledge
 from clipgen.models.rope import Rope2D
 
@@ -99,7 +100,7 @@ class SelfAttention(nn.Module):
             causal = t > 1
             if causal and start != 0:
                 raise ValueError("multi-token steps are only supported from an empty cache")
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
+        y = attention(q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
