@@ -280,6 +280,35 @@ def test_the_decoded_image_cache_changes_no_batch_and_decodes_each_image_once(sh
     assert len(decoded) == 0 and keys_of(tiny) == keys_of(plain)  # 0: no cache at all, decode_rgb as before
 
 
+def test_without_random_crop_or_flip_the_cache_keeps_transformed_pixels_and_changes_no_batch(shapes_dir, monkeypatch):
+    from clipgen.data import decoded_cache
+
+    decoded = []
+    original = decoded_cache.decode_rgb
+    monkeypatch.setattr(decoded_cache, "decode_rgb", lambda data, min_side: decoded.append(1) or original(data, min_side))
+    fixed = {"shards": str(shapes_dir), "crop": "center", "flip": False}  # the toy CLIP's settings
+    batches = 3 * N_IMAGES // 4
+    plain = collect(make_image_loader(ImageDataConfig(**fixed), batch_size=4, seed=5), batches)
+    cached = collect(make_image_loader(ImageDataConfig(**fixed, decoded_cache_mb=1), batch_size=4, seed=5), batches)
+    assert keys_of(plain) == keys_of(cached) and all(torch.equal(a["image"], b["image"]) for a, b in zip(plain, cached))
+    assert len(decoded) == N_IMAGES
+
+
+def test_the_pixel_cache_refuses_a_random_transform_and_keeps_nothing_past_its_budget():
+    from clipgen.data.decoded_cache import DecodedImageCache
+    from clipgen.data.transforms import ImageTransform
+
+    cache = DecodedImageCache(budget_mb=1)
+    with pytest.raises(ValueError, match="random"):
+        cache.pixels("s.tar", "a", image_bytes("PNG", (32, 32)), ImageTransform(32, "random", False))
+    centre = ImageTransform(600, "center", False)
+    small, large = image_bytes("PNG", (32, 32)), image_bytes("PNG", (600, 600))  # 1 MB of pixels at 600 px: past the budget
+    assert cache.pixels("s.tar", "a", small, ImageTransform(32)) is cache.pixels("s.tar", "a", small, ImageTransform(32))
+    assert cache.pixels("s.tar", "b", large, centre).shape == (600, 600, 3)
+    assert cache.pixels("s.tar", "b", large, centre) is not cache.pixels("s.tar", "b", large, centre)
+    assert cache.used_bytes == 32 * 32 * 3 and list(cache.images) == [("s.tar", "a")]
+
+
 def test_the_decoded_image_cache_keeps_nothing_past_its_budget():
     from clipgen.data.decoded_cache import DecodedImageCache
 

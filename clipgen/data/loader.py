@@ -58,7 +58,7 @@ from clipgen.data.decode import IMAGE_EXTENSIONS, BadImageError, BadSample, BadS
 from clipgen.data.decoded_cache import DecodedImageCache
 from clipgen.data.shard_index import index_shard
 from clipgen.data.stream_position import StreamPosition
-from clipgen.data.transforms import ImageTransform
+from clipgen.data.transforms import ImageTransform, to_signed_tensor
 
 log = logging.getLogger("clipgen.data")
 
@@ -285,7 +285,6 @@ class DecodeAndTransform:
         self.transform, self.seed, self.epoch, self.rank, self.cache = transform, seed, epoch, rank, cache
 
     def __call__(self, samples: Iterator[tuple[Place, dict | BadSample]]) -> Iterator[tuple[Place, dict | BadSample]]:
-        needs_rng = self.transform.crop == "random" or self.transform.flip
         for place, sample in samples:
             if isinstance(sample, BadSample):
                 yield place, sample
@@ -298,14 +297,18 @@ class DecodeAndTransform:
                 continue
             try:
                 if self.cache is None:
-                    image = decode_rgb(data, min_side=self.transform.size)
-                else:
-                    image = self.cache.decode(shard, key, data, self.transform.size)
+                    pixels = self.transform.pixels(decode_rgb(data, min_side=self.transform.size), self._rng(place))
+                elif self.transform.random:
+                    pixels = self.transform.pixels(self.cache.decode(shard, key, data, self.transform.size), self._rng(place))
+                else:  # the same pixels every epoch: cached after the transform
+                    pixels = self.cache.pixels(shard, key, data, self.transform)
             except BadImageError as err:
                 yield place, BadSample(shard, key, str(err))
                 continue
-            rng = np.random.default_rng([self.seed, self.epoch, self.rank, *place, _AUGMENT]) if needs_rng else None
-            yield place, {"image": self.transform(image, rng), "key": key, "meta": _parse_meta(sample)}
+            yield place, {"image": to_signed_tensor(pixels), "key": key, "meta": _parse_meta(sample)}
+
+    def _rng(self, place: Place) -> np.random.Generator | None:
+        return np.random.default_rng([self.seed, self.epoch, self.rank, *place, _AUGMENT]) if self.transform.random else None
 
 
 def _collate(good: list[dict], bad: list[BadSample], image_size: int, place: Place) -> dict:

@@ -62,14 +62,23 @@ class ImageTransform:
         if self.crop not in ("center", "random"):
             raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}")
 
+    @property
+    def random(self) -> bool:
+        """Whether the result depends on the generator (else it is a function of the image alone)."""
+        return self.crop == "random" or self.flip
+
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
-        if (self.crop == "random" or self.flip) and rng is None:
+        return to_signed_tensor(self.pixels(image, rng))
+
+    def pixels(self, image: Image.Image, rng: np.random.Generator | None = None) -> np.ndarray:
+        """The resized, cropped, maybe flipped image as HWC uint8 (before scaling to [-1, 1])."""
+        if self.random and rng is None:
             raise ValueError("random crop or flip needs a numpy Generator")
         image = resize_shorter_side(image, self.size)
         left, top = crop_box(*image.size, self.size, rng if self.crop == "random" else None)
         if image.size != (self.size, self.size):
             image = image.crop((left, top, left + self.size, top + self.size))
-        pixels = np.array(image, dtype=np.uint8)  # a writable copy: torch refuses read-only memory
+        pixels = np.array(image, dtype=np.uint8)
         if self.flip and rng.random() < 0.5:
             pixels = pixels[:, ::-1]
-        return to_signed_tensor(pixels)
+        return pixels
