@@ -2,11 +2,14 @@
 
     python bench/bench_vqgan.py                       # shapes32 config on this machine's device
     python bench/bench_vqgan.py --config configs/vqgan/f16_16384.yaml --batch-sizes 1 2 4
+    python bench/bench_vqgan.py --batch-sizes 16 --precisions fp32 bf16 --rounds 3   # autocast or not
 
 Each row is one full optimizer step of `VQGANTask.train_step` (forward, reconstruction + VQ loss,
 backward, AdamW, EMA when the config has it; with `--gan`, also the discriminator and the
 adaptive weight; never LPIPS, whose weights are a local file) on random images, after warm-up. The ratio column compares images/s to the smallest batch size in
-the same run, which is what survives the noise of a shared machine.
+the same run, which is what survives the noise of a shared machine. With `--precisions` each
+batch size is timed at each `run.precision`, alternating over `--rounds` (each row keeps its best),
+and the ratio compares to the first precision at that batch size.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--gan", action="store_true", help="include the discriminator and adaptive weight")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--precisions", nargs="+", choices=["auto", "fp32", "bf16"], help="run.precision values to compare")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; each row keeps its best")
     args = parser.parse_args()
     # LPIPS needs a weights file this benchmark cannot assume: it is left out (say so in results).
     # The steps run on random tensors; the task still checks that its shard paths exist.
@@ -64,15 +69,23 @@ def main() -> None:
         overrides += ["loss.disc_weight=0.75", "loss.disc_start=0"]
     cfg = load_config(VQGANTrainConfig, args.config, overrides)
     device = "cuda" if torch.cuda.is_available() and cfg.run.device != "cpu" else "cpu"
-    print(f"# bench_vqgan: {Path(args.config).name}, device {device}, torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPU cores, precision {cfg.run.precision}, gan {args.gan}")
-    print(f"{'batch':>6} {'ms/step':>9} {'images/s':>9} {'img/s ratio':>12}")
+    precisions = args.precisions or [cfg.run.precision]
+    configs = {p: load_config(VQGANTrainConfig, args.config, [*overrides, f"run.precision={p}"]) for p in precisions}
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"# bench_vqgan: {Path(args.config).name}, device {device} ({cpu}), torch threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} CPU cores, gan {args.gan}")
+    print(f"{'precision':>9} {'batch':>6} {'ms/step':>9} {'images/s':>9} {'img/s ratio':>12}")
     base = None
     for batch_size in args.batch_sizes:
-        seconds = time_steps(cfg, batch_size, args.warmup, args.steps)
-        rate = batch_size / seconds
-        base = base or rate
-        print(f"{batch_size:>6} {1000 * seconds:>9.1f} {rate:>9.1f} {rate / base:>12.2f}", flush=True)
+        best = {p: float("inf") for p in precisions}
+        for _ in range(args.rounds):
+            for precision, config in configs.items():
+                best[precision] = min(best[precision], time_steps(config, batch_size, args.warmup, args.steps))
+        for precision, seconds in best.items():
+            rate = batch_size / seconds
+            if base is None or (len(precisions) > 1 and precision == precisions[0]):
+                base = rate  # one precision: against the first batch size; several: against the first precision
+            print(f"{precision:>9} {batch_size:>6} {1000 * seconds:>9.1f} {rate:>9.1f} {rate / base:>12.2f}", flush=True)
 
 
 if __name__ == "__main__":

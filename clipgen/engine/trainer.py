@@ -93,8 +93,9 @@ def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 products run at full speed on `device`: a GPU, or a CPU with AMX tiles. On a CPU
-    with AMX, bf16 autocast made the shapes32 VQGAN step 1.45x and the condition transformer's
-    1.35x faster (BENCHMARKS.md); on one without it (AVX2 only) bf16 is emulated and slower."""
+    with AMX, bf16 autocast made the shapes32 VQGAN step 1.5x and the condition transformer's
+    1.3x faster (BENCHMARKS.md, "Mixed precision"); on one without it (AVX2 only) bf16 is emulated
+    and slower."""
     if device.type == "cuda":
         return True
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own CPU-feature probe (private)
