@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gpt_helpers import CONFIG, gpt_args, make_stages
-from test_ddp import torchrun
+from dist_helpers import torchrun
 
 TESTS = Path(__file__).parent
 

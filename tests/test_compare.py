@@ -128,7 +128,7 @@ def test_bad_input_is_a_clear_error(runs, tmp_path):
 
 
 def test_torchrun_gives_the_figures_of_one_process(runs, tmp_path):
-    from test_ddp import torchrun
+    from dist_helpers import torchrun
 
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert clipgen_main(compare_args(runs, single)) == 0

@@ -1,20 +1,15 @@
 """Real DDP under torchrun: 2 CPU processes on gloo."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from clipgen.data.shapes_shards import make_shapes
 from clipgen.engine.checkpoint import latest_checkpoint, load_checkpoint
-from clipgen.engine.dist import free_port
+from dist_helpers import TESTS, torchrun
 from test_train_vqgan import SHAPES32, tiny_overrides
 
-TESTS = Path(__file__).parent
 SHARD_SIZE = 8
 
 
@@ -24,15 +19,6 @@ def shards(tmp_path_factory):
     make_shapes(root / "train", 64, size=16, seed=0, shard_size=SHARD_SIZE)
     make_shapes(root / "heldout", 16, size=16, seed=1, shard_size=SHARD_SIZE)
     return root
-
-
-def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={free_port()}", *args]
-    # the checkout's clipgen, not whichever one is installed: the probes run from tests/
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def test_ranks_read_different_shards_and_hold_identical_weights_after_a_step(shards, tmp_path):

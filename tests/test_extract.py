@@ -48,7 +48,7 @@ def test_extract_writes_codes_and_embeddings_and_resumes(tmp_path, capsys):
 
 
 def test_extract_under_torchrun_splits_the_shards(tmp_path):
-    from test_ddp import torchrun
+    from dist_helpers import torchrun
 
     make_shapes(tmp_path / "images", 24, size=32, seed=0, shard_size=8)
     save_tiny_stage_models(tmp_path, ch_mult=(1, 2))  # a 16×16 grid this time

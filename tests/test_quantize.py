@@ -93,3 +93,16 @@ def test_commitment_gradient_is_scaled_by_beta():
     out.loss.backward()
     expected = 0.25 * 2 * (z.detach().permute(0, 2, 3, 1) - vq.indices_to_codes(out.indices).permute(0, 2, 3, 1)) / z.numel()
     torch.testing.assert_close(z.grad, expected.permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("l2_norm", [False, True])
+def test_one_hot_weights_give_the_codes_of_their_indices_and_carry_gradients(l2_norm):
+    vq = VectorQuantizer(16, 4, QuantizerConfig(l2_norm=l2_norm))
+    indices = torch.randint(0, 12, (2, 3, 3))
+    weights = torch.nn.functional.one_hot(indices, 12).float().requires_grad_()  # the first 12 codes only
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        codes = vq.one_hot_to_codes(weights)
+    assert codes.dtype == torch.float32
+    torch.testing.assert_close(codes, vq.indices_to_codes(indices))
+    codes.sum().backward()
+    assert weights.grad is not None and weights.grad.abs().sum() > 0

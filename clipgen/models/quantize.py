@@ -101,6 +101,14 @@ class VectorQuantizer(nn.Module):
         """[B, h, w] indices -> [B, D, h, w] codes (what `forward` would have quantised to)."""
         return self.codebook()[indices].permute(0, 3, 1, 2).contiguous()
 
+    def one_hot_to_codes(self, weights: torch.Tensor) -> torch.Tensor:
+        """[B, h, w, V] one-hot (or soft) weights over the first V codes -> [B, D, h, w] codes:
+        `indices_to_codes` as a product, so gradients reach the weights (the CLIP loss). In float32
+        whatever the autocast: a bf16 product would round the codes the quantizer compares."""
+        with torch.autocast(weights.device.type, enabled=False):
+            codes = weights.float() @ self.codebook()[: weights.shape[-1]].float()
+        return codes.permute(0, 3, 1, 2)
+
     # --- dead-code restart -------------------------------------------------------------------
 
     def _remember(self, z_flat: torch.Tensor, indices: torch.Tensor) -> None:

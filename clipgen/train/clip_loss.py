@@ -55,13 +55,8 @@ class ClipReconstructionLoss:
 
     def decode(self, one_hot: torch.Tensor) -> torch.Tensor:
         """One-hot tokens [B, T, V] -> pixels [B, 3, H, W] in [-1, 1], differentiable in `one_hot`."""
-        quantizer = self.vqgan.quantize
-        # the lookup in float32, as the quantizer does it: under bf16 autocast a matmul would round
-        # the codes; codebook() is l2-normalised where the quantizer compares normalised codes
-        with torch.autocast(one_hot.device.type, enabled=False):
-            codes = one_hot.float() @ quantizer.codebook()[: one_hot.shape[-1]].float()
         grid = self.vqgan.config.token_grid
-        codes = codes.view(len(codes), grid, grid, -1).permute(0, 3, 1, 2)
+        codes = self.vqgan.quantize.one_hot_to_codes(one_hot.view(len(one_hot), grid, grid, -1))
         # clamped as the images are when saved: the CLIP scores what a viewer would see
         return self.vqgan.decode(codes).clamp(-1, 1)
 
