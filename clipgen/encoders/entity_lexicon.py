@@ -49,27 +49,23 @@ class EntityLexicon:
         if largest >= len(vectors):
             raise ValueError(f"entity id {largest} has no vector: there are {len(vectors)}")
         self.vectors, self.length = vectors.float(), length
-        self.trie: dict = {}  # char -> subtree; the key None marks a word's end and holds its id
-        for word, entity in words.items():
-            if len(word) > 1:  # ARTIST drops single characters
-                node = self.trie
-                for char in word:
-                    node = node.setdefault(char, {})
-                node[None] = entity
+        # the word list as read, looked up by span: a million-word list costs no further structure
+        # at every pipeline load (a per-character trie did)
+        self.words, self.longest = words, max(map(len, words))
 
     def matches(self, tokens: Sequence[str]) -> list[tuple[int, int, int]]:
         """(first, last token position, id) of every entity word among the tokens, in order of start
-        then end. A token is matched as one trie step, as ARTIST does (a multi-character token such
-        as "red" never matches)."""
+        then end. Words are spans of two or more single-character tokens, as ARTIST matches them
+        (it drops one-character words, and a multi-character token such as "red" never matches)."""
         found = []
         for start in range(len(tokens)):
-            node = self.trie
-            for end in range(start, len(tokens)):
-                node = node.get(tokens[end])
-                if node is None:
+            span = ""
+            for end in range(start, min(len(tokens), start + self.longest)):
+                if len(tokens[end]) != 1:
                     break
-                if None in node:
-                    found.append((start, end, node[None]))
+                span += tokens[end]
+                if end > start and span in self.words:
+                    found.append((start, end, self.words[span]))
         return found
 
     def matrix(self, tokens: Sequence[str]) -> torch.Tensor:
