@@ -9,31 +9,26 @@ Options common to all: `device`, `dtype`, `batch_size`.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from clipgen.encoders.base import ClipEncoder
 
-CLIP_KINDS = ("chinese-clip", "open_clip", "taiyi", "toy")
+# kind -> (module, class), imported only when that kind is loaded: each pulls in its own library
+_ENCODERS = {
+    "chinese-clip": ("clipgen.encoders.chinese_clip", "ChineseClipEncoder"),
+    "open_clip": ("clipgen.encoders.open_clip", "OpenClipEncoder"),
+    "taiyi": ("clipgen.encoders.taiyi", "TaiyiClipEncoder"),
+    "toy": ("clipgen.encoders.toy_clip", "ToyClipEncoder"),
+}
+CLIP_KINDS = tuple(_ENCODERS)
 
 
 def load_clip(kind: str, path: str | Path, **options) -> ClipEncoder:
-    if kind == "chinese-clip":
-        from clipgen.encoders.chinese_clip import ChineseClipEncoder
-
-        return ChineseClipEncoder(path, **options)
-    if kind == "toy":
-        from clipgen.encoders.toy_clip import ToyClipEncoder
-
-        return ToyClipEncoder(path, **options)
-    if kind == "open_clip":
-        from clipgen.encoders.open_clip import OpenClipEncoder
-
-        return OpenClipEncoder(path, **options)
-    if kind == "taiyi":
-        from clipgen.encoders.taiyi import TaiyiClipEncoder
-
-        return TaiyiClipEncoder(path, **options)
-    raise ValueError(_unknown_kind(kind))
+    if kind not in _ENCODERS:
+        raise ValueError(_unknown_kind(kind))
+    module, name = _ENCODERS[kind]
+    return getattr(importlib.import_module(module), name)(path, **options)
 
 
 def _unknown_kind(kind: str) -> str:
