@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import clipgen.models.gpt as tree_gpt  # noqa: E402
+from bench.machine import cpu_name  # noqa: E402
 from bench.revision import config_as_of, load_revision  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
 from clipgen.train.gpt import GPTTrainConfig  # noqa: E402
@@ -318,7 +318,7 @@ def main() -> None:
         before = load_revision(args.before)
         impls[f"before ({args.before})"] = (before, StepClock(before))
     impls["after (tree)"] = (tree_gpt, StepClock(tree_gpt))
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = cpu_name()
     print(f"# bench_sampler_steps: {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
     for name in args.scales:

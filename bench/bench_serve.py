@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -28,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_name  # noqa: E402
 from clipgen.data.shapes import full_prompts  # noqa: E402
 from clipgen.serve.app import png_base64  # noqa: E402
 from clipgen.serve.client import call, serving  # noqa: E402
@@ -35,16 +35,6 @@ from clipgen.serve.client import call, serving  # noqa: E402
 
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def sequential(run: Path, bodies: list[dict]) -> tuple[float, list[float], list[list[str]]]:

@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_name  # noqa: E402
 from clipgen.data.shapes_shards import make_shapes  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
 from clipgen.engine.dist import init_distributed  # noqa: E402
@@ -71,7 +72,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() and cfg.run.device != "cpu" else "cpu"
     precisions = args.precisions or [cfg.run.precision]
     configs = {p: load_config(VQGANTrainConfig, args.config, [*overrides, f"run.precision={p}"]) for p in precisions}
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpu = cpu_name()
     print(f"# bench_vqgan: {Path(args.config).name}, device {device} ({cpu}), torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPU cores, gan {args.gan}")
     print(f"{'precision':>9} {'batch':>6} {'ms/step':>9} {'images/s':>9} {'img/s ratio':>12}")

@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_name  # noqa: E402
 from bench.revision import config_as_of, load_revision  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
 from clipgen.models.gpt import ConditionTransformer  # noqa: E402
@@ -124,7 +125,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds over the variants; each keeps its best")
     args = parser.parse_args()
     base = load_config(GPTTrainConfig, args.config)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpu = cpu_name()
     print(f"{cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.before:
         before = load_revision(args.before)
