@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import cpu_name  # noqa: E402
 from bench.revision import load_revision  # noqa: E402
 from clipgen.models.gpt import RowPicker, filter_logits  # noqa: E402
 
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--before", help="git revision whose RowPicker.pick to time beside the tree's")
     args = parser.parse_args()
     before = load_revision(args.before) if args.before else None
-    print(f"# bench_pick: {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, top-k {args.top_k}, "
+    print(f"# bench_pick: {cpu_name()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, top-k {args.top_k}, "
           f"top-p {args.top_p}, {args.steps} steps")
     extra = f" {'before µs':>10} {'before/now':>10} {'tokens differ':>13}" if before else ""
     print(f"{'vocab':>6} {'batch':>5} {'multinomial µs':>15} {'per-row µs':>11} {'ratio':>6}{extra}")

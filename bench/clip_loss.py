@@ -54,8 +54,11 @@ def cpu_seconds_per_step(overrides: list[str], steps: int) -> float:
 
 def train_and_judge(demo: Path, out: Path, seed: int, overrides: list[str]) -> dict:
     result_file = out / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
+    if result_file.is_file():  # a finished run is not trained again, but only for the same overrides
+        result = json.loads(result_file.read_text())
+        if result["overrides"] != overrides:
+            raise SystemExit(f"{out} holds a run with the overrides {result['overrides']}, not {overrides}: use another name or --out")
+        return result
     start = time.process_time()
     stages.train_stage(GPTTrainConfig, RECIPE, demo_overrides(demo, out / "none", seed) + overrides, GPTTask, lambda cfg: cfg.model)
     train_cpu = time.process_time() - start
@@ -95,8 +98,8 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         timing.write_text(json.dumps({"base_s_per_step": base, "clip_s_per_step": clip, "clip_settings": clip_settings}))
     step_time = json.loads(timing.read_text())
-    if step_time.get("clip_settings", clip_settings) != clip_settings:
-        print(f"the step ratio is reused from {timing}: measured with {step_time['clip_settings']}", flush=True)
+    if step_time.get("clip_settings", clip_settings) != clip_settings:  # reused on purpose: one step budget per --out
+        print(f"the step ratio is reused from {timing}: measured with {step_time['clip_settings']}, not these settings", flush=True)
     ratio = step_time["clip_s_per_step"] / step_time["base_s_per_step"]
     base_steps = load_config(GPTTrainConfig, RECIPE, args.recipe).run.max_steps
     clip_steps = round(base_steps / ratio)

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.clip_loss import train_and_judge  # noqa: E402
+from bench.machine import cpu_name  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides for configs/gpt/shapes32.yaml")
     args = parser.parse_args()
     result = train_and_judge(args.demo.resolve(), (args.out / args.name).resolve(), args.seed, args.overrides)
-    print(json.dumps({"name": args.name, **result}, ensure_ascii=False))
+    print(json.dumps({"name": args.name, "cpu": cpu_name(), **result}, ensure_ascii=False))
 
 
 if __name__ == "__main__":

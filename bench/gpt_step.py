@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--before", help="git revision: time its model code against the working tree's")
-    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds over the variants; each keeps its best")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (over the variants, or before/after); each keeps its best")
     args = parser.parse_args()
     base = load_config(GPTTrainConfig, args.config)
     cpu = cpu_name()
@@ -132,7 +132,7 @@ def main() -> None:
         print(f"{'variant':<45} {'batch':>5} {'before ms':>10} {'after ms':>9} {'before/after':>13}  first loss identical, max loss diff in 3 steps")
         for variant in args.variant:
             model_cfg, optim_cfg, batch, amp = configure(base, variant, args.config)
-            ms_before, ms_after, same = before_after(before, model_cfg, optim_cfg, batch, amp, args.steps, args.warmup)
+            ms_before, ms_after, same = before_after(before, model_cfg, optim_cfg, batch, amp, args.steps, args.warmup, args.rounds)
             print(f"{variant:<45} {batch:>5} {ms_before:>10.1f} {ms_after:>9.1f} {ms_before / ms_after:>12.2f}x  {same[0]}, {same[1]:.1e}")
         return
     print(f"{'variant':<45} {'batch':>5} {'ms/step':>8} {'ms/image':>9} {'ms/image ratio':>15}")

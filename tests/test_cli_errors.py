@@ -219,7 +219,8 @@ def seed_inputs(tmp_path_factory):
     old_format = root / "old-format.pt"  # torch.save's format before 1.6: a bare pickle
     torch.save(gpt, old_format, _use_new_zipfile_serialization=False)
     # cut inside the pickle's "GLOBAL collections.OrderedDict", which then reads as an unsafe global
-    old_format.write_bytes(old_format.read_bytes()[:174])
+    pickled = old_format.read_bytes()
+    old_format.write_bytes(pickled[: pickled.index(b"collections\nOrderedDict") + len(b"collections\nOrdere")])
     painter = make_painter_dir(root / "painter")
 
     def variant(name, change_state=None, change_dir=None):

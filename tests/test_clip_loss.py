@@ -117,7 +117,13 @@ def test_clip_term_skips_rows_whose_condition_was_dropped(stages, tmp_path, monk
     assert task._clip_term(logits, batch, torch.ones(8, dtype=torch.bool), 0, 0) is None and seen == [6]
 
 
-def test_a_run_with_the_clip_loss_logs_it_saves_no_frozen_weights_and_runs_in_bf16(stages, tmp_path):
+def test_a_run_with_the_clip_loss_logs_it_saves_no_frozen_weights_and_runs_in_bf16(stages, tmp_path, monkeypatch):
+    from clipgen.train.clip_loss import ClipReconstructionLoss
+
+    autocast = []  # what the CLIP term ran under, at each call
+    real = ClipReconstructionLoss.__call__
+    monkeypatch.setattr(ClipReconstructionLoss, "__call__", lambda self, *args: autocast.append(
+        (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))) or real(self, *args))
     out = tmp_path / "run"
     assert clipgen_main(gpt_args(stages, out, 2, "loss.clip_weight=0.5", "loss.clip_estimator=gumbel",
                                  "loss.clip_temperature=0.7", "run.precision=bf16")) == 0  # fmt: skip
@@ -127,6 +133,7 @@ def test_a_run_with_the_clip_loss_logs_it_saves_no_frozen_weights_and_runs_in_bf
     task_state = load_checkpoint(latest_checkpoint(out / "checkpoints"))["task"]
     assert not any(k.startswith(("decoder.", "quantize.", "image.", "text.")) for k in task_state["model"])
     assert set(task_state) == {"model", "opt", "reads"}
+    assert autocast and set(autocast) == {(True, torch.bfloat16)}
 
 
 def test_clip_loss_config_errors_are_clear(stages, tmp_path):

@@ -1,15 +1,11 @@
 """The CLIP loss under real DDP (torchrun, 2 CPU processes on gloo): the frozen VQGAN and CLIP stay
 outside DDP on every rank, and the ranks end the step with identical transformer weights."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from gpt_helpers import CONFIG, gpt_args, make_stages
-from dist_helpers import torchrun
-
-TESTS = Path(__file__).parent
+from dist_helpers import TESTS, torchrun
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,7 @@ def test_tensor_path_matches_the_pil_path(encoders, kind, side):
 def test_gradients_reach_the_pixels_and_never_the_tower(encoders, kind):
     encoder = encoders[kind]
     pixels = as_pixels(detailed_images(40)).requires_grad_(True)
+    before = pixels.detach().clone()
     target = torch.nn.functional.normalize(torch.randn(3, encoder.dim, generator=torch.Generator().manual_seed(0)), dim=-1)
     (1 - (encoder.encode_image_tensor(pixels) * target).sum(-1)).mean().backward()
     assert pixels.grad is not None and torch.isfinite(pixels.grad).all() and pixels.grad.abs().sum() > 0
@@ -85,6 +86,7 @@ def test_gradients_reach_the_pixels_and_never_the_tower(encoders, kind):
     assert towers and all(not p.requires_grad and p.grad is None for m in towers for p in m.parameters())
     assert all(not m.training for m in towers)
     assert pixels.min() >= -1  # the input was not normalised in place
+    assert torch.equal(pixels.detach(), before)
 
 
 def test_tensor_path_under_bf16_autocast_stays_close(encoders):

@@ -42,7 +42,7 @@ def _clip_gen(args: argparse.Namespace):
     from clipgen.encoders import parse_clip_spec
     from clipgen.formats.imports import import_clip_gen_run
 
-    if args.clip:  # only recorded in condition.yaml, so parsed here: a typo fails now, not at sampling
+    if args.clip:  # only recorded in condition.yaml, so parsed here: a malformed spec or kind fails now, not at sampling
         try:
             parse_clip_spec(args.clip)
         except ValueError as err:

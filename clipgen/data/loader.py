@@ -296,12 +296,12 @@ class DecodeAndTransform:
                 yield place, BadSample(shard, key, f"no image in sample (has: {', '.join(present) or 'nothing'})")
                 continue
             try:
-                if self.cache is None:
-                    pixels = self.transform.pixels(decode_rgb(data, min_side=self.transform.size), self._rng(place))
-                elif self.transform.random:
-                    pixels = self.transform.pixels(self.cache.decode(shard, key, data, self.transform.size), self._rng(place))
-                else:  # the same pixels every epoch: cached after the transform
+                if self.cache is not None and not self.transform.random:  # the same pixels every epoch
                     pixels = self.cache.pixels(shard, key, data, self.transform)
+                else:
+                    size = self.transform.size
+                    image = decode_rgb(data, min_side=size) if self.cache is None else self.cache.decode(shard, key, data, size)
+                    pixels = self.transform.pixels(image, self._rng(place))
             except BadImageError as err:
                 yield place, BadSample(shard, key, str(err))
                 continue
@@ -437,7 +437,8 @@ def make_image_loader(cfg: ImageDataConfig, *, batch_size: int, seed: int, rank:
         functools.partial(take_share, index=rank, total=world_size),
         WorkerShards(start),
         ReadSamples(start, shuffle=train and cfg.shuffle, seed=seed, epoch=epoch, rank=rank),
-        DecodeAndTransform(transform, seed, epoch, rank, DecodedImageCache(cfg.decoded_cache_mb) if cfg.decoded_cache_mb else None),
+        # a cache pays from the second epoch on: evaluation and extraction read each image once
+        DecodeAndTransform(transform, seed, epoch, rank, DecodedImageCache(cfg.decoded_cache_mb) if cfg.decoded_cache_mb and train else None),
         BatchGoodSamples(batch_size, keep_partial=not train, image_size=cfg.image_size),
     )
     return ImageLoader(pipeline, shards=shards, batch_size=batch_size, num_workers=cfg.num_workers,

@@ -99,8 +99,8 @@ def train_gpts_side_by_side(yaml_path: Path, overrides: dict[str, list[str]]) ->
     of torch's threads; with an odd count the last one runs alone, here, on all of them.
 
     At the demo's size a step does not keep two threads busy: on 2 cores two one-thread runs side by
-    side did 1.34x the steps per second of one two-thread run (bench/gpt_step.py, 88.7 ms a step
-    against 128.7 and 136.8 ms each side by side, Xeon-AMX). Each run's result depends only on its
+    side did 1.34x the steps per second of one two-thread run (bench/gpt_step.py in float32, 88.7 ms
+    a step against 128.7 and 136.8 ms each side by side, Xeon-AMX). Each run's result depends only on its
     own settings, not on what runs beside it (their own processes)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

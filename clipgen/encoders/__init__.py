@@ -49,7 +49,9 @@ def load_clip_spec(spec: str, **options) -> ClipEncoder:
 
 def parse_clip_spec(spec: str, **options) -> tuple[str, str, dict]:
     """(kind, path, options) of a CLIP spec (`load_clip_spec`'s), checked without loading
-    anything, so that a command which only records the spec refuses a typo at once."""
+    anything, so that a command which only records the spec refuses a malformed spec or an unknown
+    kind at once. Whether the kind takes each option is known only when it loads (each encoder
+    passes its options on to the base class)."""
     head, *extras = spec.split(";")
     kind, sep, path = head.partition(":")
     if not sep or not kind or not path:

@@ -22,8 +22,11 @@ EASYNLP_SAMPLING = SamplingSettings(guidance_scale=1.0, top_k=100, temperature=1
 
 
 def _sha256(path: str | Path) -> str:
-    with open(path, "rb") as f:  # in chunks: a released checkpoint is gigabytes
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:  # in chunks: a released checkpoint is gigabytes (hashlib.file_digest is 3.11+)
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def import_clip_gen_run(vqgan: str | Path, gpt: str | Path, out: str | Path, heads: int | None = None, clip: str = "") -> Path:

@@ -90,7 +90,7 @@ def taming_config_from_state(state: dict[str, torch.Tensor], token_grid: int, so
         return tuple(state[key].shape)
 
     ch, in_channels = shape("encoder.conv_in.weight")[:2]
-    shape("encoder.down.0.block.0.conv1.weight")
+    shape("encoder.down.0.block.0.conv1.weight")  # a named error for a non-taming state, not max() of nothing
     levels = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.down."))
     ch_mult = [shape(f"encoder.down.{level}.block.0.conv1.weight")[0] // ch for level in range(levels)]
     num_res_blocks = len({k.split(".")[4] for k in state if k.startswith("encoder.down.0.block.")})

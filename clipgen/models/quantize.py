@@ -104,7 +104,8 @@ class VectorQuantizer(nn.Module):
     def one_hot_to_codes(self, weights: torch.Tensor) -> torch.Tensor:
         """[B, h, w, V] one-hot (or soft) weights over the first V codes -> [B, D, h, w] codes:
         `indices_to_codes` as a product, so gradients reach the weights (the CLIP loss). In float32
-        whatever the autocast: a bf16 product would round the codes the quantizer compares."""
+        whatever the autocast: a bf16 product would round the codes, so one-hot weights would no
+        longer give exactly the codes `indices_to_codes` looks up."""
         with torch.autocast(weights.device.type, enabled=False):
             codes = weights.float() @ self.codebook()[: weights.shape[-1]].float()
         return codes.permute(0, 3, 1, 2)

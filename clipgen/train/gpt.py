@@ -336,7 +336,7 @@ class GPTTask:
         for group in self.opt.param_groups:
             group["lr"] = (optim.muon_lr if group.get("muon") else optim.lr) * factor
         self.model.train()
-        total = clip_total = 0.0
+        total, clip_terms = 0.0, []  # the CLIP term of each micro-batch that had one
         for micro, batch in enumerate(micro_batches):
             last = micro == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or not self.info.distributed else self.model_ddp.no_sync()
@@ -350,7 +350,7 @@ class GPTTask:
                 clip_term = self._clip_term(logits, batch, drop, step, micro)
                 if clip_term is not None:
                     objective = loss + self.cfg.loss.clip_weight * clip_term
-                    clip_total += clip_term.item() / len(micro_batches)
+                    clip_terms.append(clip_term.item())
                 (objective / len(micro_batches)).backward()
             total += loss.item() / len(micro_batches)
         if optim.grad_clip > 0:
@@ -360,8 +360,8 @@ class GPTTask:
         if self.ema is not None:
             self.ema.update(self.model, step)
         logged = {"loss": total, "lr": optim.lr * factor}  # the token cross-entropy alone, as without the CLIP term
-        if self.clip_loss is not None:
-            logged["clip_loss"] = clip_total
+        if clip_terms:  # the mean over the micro-batches it was computed on, not over all of them
+            logged["clip_loss"] = sum(clip_terms) / len(clip_terms)
         if optim.optimizer == "muon":
             logged["muon_lr"] = optim.muon_lr * factor
         return logged
