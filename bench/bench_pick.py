@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import cpu_name  # noqa: E402
 from bench.revision import load_revision  # noqa: E402
-from clipgen.models.gpt import RowPicker, filter_logits  # noqa: E402
+from clipgen.models.token_pick import RowPicker, filter_logits  # noqa: E402
 
 
 def per_step_us(fn, steps: int) -> float:

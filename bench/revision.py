@@ -14,16 +14,26 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_revision(rev: str, paths: tuple[str, ...] = ("clipgen/models/rope.py", "clipgen/models/gpt.py")) -> ModuleType:
+# what gpt.py imports from clipgen first, then gpt.py itself
+GPT_FILES = ("clipgen/models/rope.py", "clipgen/models/attention.py", "clipgen/models/token_pick.py", "clipgen/models/gpt.py")
+
+
+def load_revision(rev: str, paths: tuple[str, ...] = GPT_FILES) -> ModuleType:
     """The files at `paths` as of `rev`, each imported as a module of its own, in order; while a later
     one is imported, `clipgen.…` names of the earlier ones resolve to the revision's copies (gpt.py
-    then gets the revision's Rope2D, not the tree's). Returns the last module."""
+    then gets the revision's Rope2D, not the tree's). A file the revision did not have yet is
+    skipped (the revision's code did not import it). Returns the last module."""
     folder = Path(tempfile.mkdtemp(prefix="clipgen_rev_"))
     displaced: dict[str, ModuleType | None] = {}
     module = None
     try:
         for path in paths:
-            source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+            shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True)
+            if shown.returncode != 0:
+                if path == paths[-1] or "exists on disk, but not in" not in shown.stderr and "does not exist in" not in shown.stderr:
+                    raise RuntimeError(f"git show {rev}:{path}: {shown.stderr.strip()}")
+                continue
+            source = shown.stdout
             name = path.removesuffix(".py").replace("/", ".")
             file = folder / f"{name.replace('.', '_')}_{rev.replace('/', '_')}.py"
             file.write_text(source)

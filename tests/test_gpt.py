@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups, filter_logits
+from clipgen.models.gpt import ConditionTransformer, GPTConfig, adamw_param_groups
 from clipgen.train.gpt import GPTOptimConfig, make_optimizer
 
 
@@ -70,14 +70,6 @@ def test_sampled_tokens_follow_the_model(every_token, every_layer, rope):
     assert torch.equal(model(cond, tokens).argmax(-1), tokens)
 
 
-def test_filter_logits_top_k_and_top_p():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, False, True, True]]
-    assert torch.isinf(filter_logits(logits, top_p=0.8)).tolist() == [[False, False, True, True]]
-    assert torch.isinf(filter_logits(logits, top_p=0.81)).tolist() == [[False, False, False, True]]
-    assert not torch.isinf(filter_logits(logits)).any()
-
-
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_a_few_steps_fit_one_sequence(optimizer):
     model = tiny(torch.float32).train()
@@ -136,26 +128,6 @@ def test_kv_cache_sampler_matches_the_naive_one_in_float32_with_per_row_settings
     assert torch.equal(cached, model.sample(cond, uniforms=uniforms, kv_cache=False, **settings))
     assert not cached.is_inference()  # an ordinary tensor for the caller, though drawn in inference mode
     cached += 0  # so in-place use works
-
-
-def test_top_p_within_the_top_k_keeps_what_the_full_sort_keeps():
-    # with every row cut to its top-k first, top-p sorts only those candidates (a large vocabulary)
-    torch.manual_seed(0)
-    logits = torch.randn(6, 4096) * 3
-    k, p = torch.tensor([[5], [50], [500], [1], [200], [64]]), torch.tensor([[0.9], [0.5], [0.95], [0.9], [0.99], [1.0]])
-    fast = filter_logits(logits, top_k=k, top_p=p)
-    reference = logits.clone()
-    for row in range(6):  # one row at a time, by definition: the top k, then the smallest head reaching p
-        order = reference[row].argsort(descending=True)
-        keep = order[: int(k[row])]
-        probs = torch.softmax(reference[row, keep], dim=-1)
-        before = probs.cumsum(0) - probs
-        keep = keep[before < float(p[row])]
-        mask = torch.ones(4096, dtype=torch.bool)
-        mask[keep] = False
-        reference[row, mask] = float("-inf")
-    assert torch.equal(torch.isinf(fast), torch.isinf(reference))
-    assert torch.equal(fast[~torch.isinf(fast)], logits[~torch.isinf(fast)])
 
 
 def test_a_head_bias_and_a_short_position_table_sample_alike_with_and_without_the_cache():

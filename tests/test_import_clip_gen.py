@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from clipgen.cli import main as clipgen_main
-from clipgen.models.gpt import filter_logits, load_gpt
+from clipgen.models.gpt import load_gpt
+from clipgen.models.token_pick import filter_logits
 from clipgen.models.vqgan import VQGAN
 from import_helpers import CLIP_GEN as FIXTURES, TOLERANCE, assert_vqgan_reproduces
 

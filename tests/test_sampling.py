@@ -10,7 +10,7 @@ import yaml
 
 from clipgen.cli import main as clipgen_main
 from clipgen.config import ConfigError
-from clipgen.models.gpt import ConditionTransformer, GPTConfig, draw_inverse_cdf
+from clipgen.models.gpt import ConditionTransformer, GPTConfig
 from clipgen.pipeline import ClipGenPipeline
 from clipgen.sampling import SAMPLING_NAME, SamplingSettings, read_run_sampling, row_uniforms, write_run_sampling
 from gpt_helpers import gpt_args, make_stages
@@ -42,17 +42,6 @@ def test_a_rows_draws_depend_on_its_own_stream_and_settings_only():
     # the streams matter: other uniforms draw other tokens where sampling is not greedy
     other = model.sample(cond, uniforms=uniforms.flip(1), **settings)
     assert not torch.equal(other[0], together[0]) and torch.equal(other[2], together[2])
-
-
-def test_inverse_cdf_draws_the_distribution_and_never_a_token_without_probability():
-    probs = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3, 0.0]]).expand(20000, 6)
-    tokens = draw_inverse_cdf(probs, torch.rand(20000, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
-    counts = torch.bincount(tokens.flatten(), minlength=6) / 20000
-    assert counts[[0, 2, 5]].sum() == 0
-    assert torch.allclose(counts[[1, 3, 4]], torch.tensor([0.2, 0.5, 0.3]), atol=0.015)
-    # the largest uniform below 1 still lands on a token with probability
-    edge = draw_inverse_cdf(probs[:1], torch.tensor([1 - 2**-53], dtype=torch.float64))
-    assert edge.item() == 4
 
 
 def test_row_uniforms_are_per_row_and_reproducible():

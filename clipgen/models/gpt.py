@@ -29,6 +29,7 @@ from torch import nn
 from clipgen.models.attention import attention
 from clipgen.models.knowledge import mix_entity_knowledge
 from clipgen.models.rope import Rope2D
+from clipgen.models.token_pick import RowPicker
 
 
 @dataclass
@@ -375,135 +376,6 @@ class _DecodeStep:
 def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """F.linear(x, weight, bias) for a 2-d x, as F.linear computes it (mm, or addmm with a bias)."""
     return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
-
-
-def _column(value: float | int | torch.Tensor, rows: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """One setting as a [rows, 1] column: a single value repeated, or one value per row."""
-    column = torch.as_tensor(value, dtype=dtype).reshape(-1, 1).to(device)
-    if column.shape[0] not in (1, rows):
-        raise ValueError(f"a per-row sampling setting needs {rows} values, got {column.shape[0]}")
-    return column.expand(rows, 1)
-
-
-class RowPicker:
-    """Picks each row's next token with that row's own settings and uniforms. What is the same
-    for every step (which filters any row needs, the largest top-k) is settled once here, so a
-    step costs no host-device synchronisation."""
-
-    def __init__(self, rows: int, device, temperature, top_k, top_p, guidance_scale, uniforms: torch.Tensor):
-        self.rows = rows
-        self.scale = _column(guidance_scale, rows, torch.float32, device)
-        self.temperature = _column(temperature, rows, torch.float32, device)
-        self.top_k = _column(top_k, rows, torch.long, device)
-        self.top_p = _column(top_p, rows, torch.float32, device)
-        self.uniforms = uniforms.to(device=device, dtype=torch.float64)
-        self.guided = bool((self.scale != 1).any())
-        self.greedy = self.temperature <= 0
-        self.all_greedy = bool(self.greedy.all())
-        self.any_greedy = bool(self.greedy.any())
-        self.max_k = int(self.top_k.max())
-        self.any_top_p = bool((self.top_p < 1).any())
-        # what a step would otherwise recompute; each shortcut leaves out only an operation that
-        # cannot change a value (a division by 1, a choice between equal operands)
-        self.unguided = self.scale == 1  # rows at scale 1 take their conditioned logits as they are
-        self.any_unguided = bool(self.unguided.any())
-        divisor = torch.where(self.greedy, 1.0, self.temperature)
-        self.divisor = None if bool((divisor == 1).all()) else divisor
-        self.top_k_filter = _TopK(self.top_k, self.max_k) if self.max_k > 0 else None
-        self.top_p_filter = _TopP(self.top_p, _top_k_bound(self.top_k, self.max_k)) if self.any_top_p else None
-
-    def pick(self, logits: torch.Tensor, step: int) -> torch.Tensor:
-        """[rows or 2·rows, vocab] float logits -> [rows, 1] token ids."""
-        if self.guided:
-            cond, uncond = logits[: self.rows], logits[self.rows :]
-            guided = uncond + self.scale * (cond - uncond)
-            logits = torch.where(self.unguided, cond, guided) if self.any_unguided else guided
-        if self.all_greedy:
-            return logits.argmax(dim=-1, keepdim=True)
-        filtered = logits if self.divisor is None else logits / self.divisor
-        if self.top_k_filter is not None:
-            filtered = self.top_k_filter(filtered)
-        if self.top_p_filter is not None:
-            filtered = self.top_p_filter(filtered)
-        drawn = draw_inverse_cdf(F.softmax(filtered, dim=-1), self.uniforms[:, step])
-        return torch.where(self.greedy, logits.argmax(dim=-1, keepdim=True), drawn) if self.any_greedy else drawn
-
-
-def draw_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """[B, V] probabilities, [B] uniforms in [0, 1) -> [B, 1]: row b's token is the first whose
-    cumulative probability exceeds uniforms[b]. One number per row and step, from the row's own
-    stream, is what keeps a row's draw independent of the batch (torch.multinomial takes one
-    generator for the whole batch)."""
-    cdf = probs.cumsum(dim=-1, dtype=torch.float64)
-    picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(1), right=True).clamp(max=probs.shape[-1] - 1)
-    # rounding in the last place can land past the last token that has any probability
-    return torch.where(probs.gather(-1, picked) > 0, picked, probs.argmax(dim=-1, keepdim=True))
-
-
-def filter_logits(
-    logits: torch.Tensor, top_k: int | torch.Tensor = 0, top_p: float | torch.Tensor = 1.0, max_k: int | None = None
-) -> torch.Tensor:
-    """Keep the top_k largest logits and the smallest set whose probability reaches top_p; each is
-    one value or a [B, 1] column (top_k 0 or top_p 1 leave that row unfiltered). `max_k`, the
-    largest top_k, saves reading it back from the device at every step."""
-    rows = logits.shape[0]
-    k = _column(top_k, rows, torch.long, logits.device)
-    max_k = int(k.max()) if max_k is None else max_k
-    if max_k > 0:
-        logits = _TopK(k, max_k)(logits)
-    if isinstance(top_p, torch.Tensor) or top_p < 1.0:
-        logits = _TopP(_column(top_p, rows, logits.dtype, logits.device), _top_k_bound(k, max_k))(logits)
-    return logits
-
-
-def _top_k_bound(k: torch.Tensor, max_k: int) -> int | None:
-    """How many tokens at most survive top-k in every row ([B, 1] k, 0: keep the row), or None
-    when some row keeps its whole vocabulary."""
-    return max_k if max_k > 0 and bool((k > 0).all()) else None
-
-
-class _TopK:
-    """filter_logits' top-k step for a fixed [B, 1] column of k (0: keep the row whole)."""
-
-    def __init__(self, k: torch.Tensor, max_k: int):
-        self.k, self.max_k, self.vocab = k, max_k, None
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        if logits.shape[-1] != self.vocab:  # settled on the first step, reused by the others
-            self.vocab = vocab = logits.shape[-1]
-            k = self.k.clamp(max=vocab)
-            self.kth_index, self.on = (k - 1).clamp(min=0), k > 0
-            self.all_on = bool(self.on.all())
-        kth = torch.topk(logits, min(self.max_k, self.vocab), dim=-1).values.gather(-1, self.kth_index)
-        below = logits < kth
-        return logits.masked_fill(below if self.all_on else self.on & below, float("-inf"))
-
-
-class _TopP:
-    """filter_logits' top-p step for a fixed [B, 1] column of p (1: keep the row whole).
-
-    `within`: every row has already been cut to its top-k, at most `within` tokens, so when that is
-    a small part of the vocabulary only those are sorted (torch.topk), not all of it: the pick at
-    16384 codes with top-k 500 and top-p 0.95, clip-gen's settings, 1.37x (batch 1) and 1.59x (batch
-    16) faster than a full sort (bench/bench_pick.py --before 3d5c04c, BENCHMARKS.md). Everything outside them ends at -inf, also a token tied with the k-th one that
-    top-k had let through beside it."""
-
-    def __init__(self, p: torch.Tensor, within: int | None = None):
-        self.p, self.on, self.within = p, p < 1.0, within
-        self.all_on = bool(self.on.all())
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.within is not None and 4 * self.within <= logits.shape[-1]:  # else a full sort is as fast
-            sorted_logits, order = torch.topk(logits, self.within, dim=-1)
-            out = torch.full_like(logits, float("-inf"))
-        else:
-            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-            out = logits
-        sorted_probs = F.softmax(sorted_logits, dim=-1)
-        # drop a token when the ones before it already reach top_p (the first always stays)
-        reached = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.p.to(logits.dtype)
-        remove_sorted = reached if self.all_on else reached & self.on
-        return out.scatter(-1, order, sorted_logits.masked_fill(remove_sorted, float("-inf")))
 
 
 def adamw_param_groups(model: nn.Module, weight_decay: float, skip: set[int] = frozenset()) -> list[dict]:
