@@ -4,10 +4,11 @@
     python bench/bench_pick.py --before 3d5c04c --top-k 500 --top-p 0.95   # clip-gen's settings: the pick of a revision against the tree's
 
 clipgen's sampler picks each row's token by inverse CDF from that row's own uniform stream
-(models/gpt.py, RowPicker), so an image does not depend on what shares its batch; the usual pick
+(models/token_pick.py, RowPicker), so an image does not depend on what shares its batch; the usual pick
 is torch.multinomial with one generator for the whole batch. Both take the same logits, top-k
 and top-p here; the script prints the time per sampling step of each and the ratio, measured in
-one run, at batch 1 and 16. What it costs is to be weighed against a model step (bench_sampling.py).
+one run, at batch 1 and 16, the pickers taking turns for `--rounds` rounds (the median is
+printed). What it costs is to be weighed against a model step (bench_sampling.py).
 With `--before REV` it also times RowPicker.pick as of that git revision (bench/revision.py) and
 counts the steps where the two picked different tokens from the same logits and uniforms.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=100)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--before", help="git revision whose RowPicker.pick to time beside the tree's")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is printed")
     args = parser.parse_args()
     before = load_revision(args.before) if args.before else None
     print(f"# bench_pick: {cpu_name()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, top-k {args.top_k}, "
@@ -63,12 +66,20 @@ def main() -> None:
                 probs = F.softmax(filter_logits(logits, args.top_k, args.top_p), dim=-1)
                 return torch.multinomial(probs, 1, generator=generator)
 
-            old = per_step_us(multinomial, args.steps)
-            new = per_step_us(lambda step: picker.pick(logits, step), args.steps)
-            line = f"{vocab:>6} {batch:>5} {old:>15.1f} {new:>11.1f} {new / old:>6.2f}"
+            now_pick = lambda step: picker.pick(logits, step)  # noqa: E731
+            pickers = {"multinomial": multinomial, "now": now_pick}
             if before:
                 old_picker = before.RowPicker(batch, "cpu", 1.0, args.top_k, args.top_p, 1.0, uniforms)
-                then = per_step_us(lambda step: old_picker.pick(logits, step), args.steps)
+                pickers["before"] = lambda step: old_picker.pick(logits, step)
+            # the pickers take turns, round by round, so a change in the machine's load falls on all
+            times = {name: [] for name in pickers}
+            for _ in range(args.rounds):
+                for name, fn in pickers.items():
+                    times[name].append(per_step_us(fn, args.steps))
+            old, new = statistics.median(times["multinomial"]), statistics.median(times["now"])
+            line = f"{vocab:>6} {batch:>5} {old:>15.1f} {new:>11.1f} {new / old:>6.2f}"
+            if before:
+                then = statistics.median(times["before"])
                 step_logits = [logits + 0.5 * torch.randn(logits.shape, generator=generator) for _ in range(args.steps)]
                 differ = sum(not torch.equal(picker.pick(x, i), old_picker.pick(x, i)) for i, x in enumerate(step_logits))
                 line += f" {then:>10.1f} {then / new:>9.2f}x {differ:>6} of {args.steps}"
