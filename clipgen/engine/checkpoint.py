@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from clipgen.engine.atomic import atomic_write
+from clipgen.engine.unreadable import why_unreadable
 from clipgen.errors import ClearError
 
 log = logging.getLogger("clipgen.train")
@@ -111,20 +112,6 @@ class UnreadableCheckpointError(ValueError):
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
-
-
-def why_unreadable(path: Path, err: BaseException) -> str:
-    """A short reason, never torch's advice to load again with weights_only=False."""
-    if path.is_file() and path.stat().st_size == 0:
-        return "empty file (0 bytes)"
-    text = str(err)
-    if "Weights only load failed" in text:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        what = f" ({refused.group(1)})" if refused else ""
-        return f"it holds Python objects{what} that safe loading refuses to run: not a file of plain tensors"
-    if "central directory" in text or "zip archive" in text or isinstance(err, EOFError):
-        return "truncated or not a torch checkpoint"
-    return f"{type(err).__name__}: {_first_line(err)}"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -98,7 +98,7 @@ class LPIPS(nn.Module):
 
 
 def _load_state(path: str | Path, flag: str) -> dict[str, torch.Tensor]:
-    from clipgen.engine.checkpoint import why_unreadable
+    from clipgen.engine.unreadable import why_unreadable
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
