@@ -7,8 +7,10 @@ import itertools
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from clipgen.data.shapes_shards import make_shapes
 from clipgen.data import loader as loader_module
@@ -23,6 +25,15 @@ def shapes_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("shapes")
     make_shapes(out, N_IMAGES, shard_size=SHARD_SIZE)
     return out
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """A list that grows by one at each image the loader decodes."""
+    decoded = []
+    real_decode = loader_module.decode_rgb
+    monkeypatch.setattr(loader_module, "decode_rgb", lambda data, **kw: decoded.append(1) or real_decode(data, **kw))
+    return decoded
 
 
 def all_keys():
@@ -138,15 +149,13 @@ def test_a_loader_started_at_a_position_continues_the_exact_batch_sequence(shape
         assert same_batches(collect(resumed, 9 - done), [b for b, _ in full[done:]])
 
 
-def test_resuming_reads_no_sample_before_the_position(shapes_dir, monkeypatch):
+def test_resuming_reads_no_sample_before_the_position(shapes_dir, decodes):
     full = batches_with_positions(train_loader(shapes_dir, seed=3), 30)  # 240 samples: 24 shards
-    decoded = []
-    real_decode = loader_module.decode_rgb
-    monkeypatch.setattr(loader_module, "decode_rgb", lambda data, **kw: decoded.append(1) or real_decode(data, **kw))
+    decodes.clear()
     cfg = ImageDataConfig(shards=str(shapes_dir))
     (batch,) = collect(make_image_loader(cfg, batch_size=8, seed=3, train=True, start=full[28][1]), 1)
     assert keys_of([batch]) == keys_of([full[29][0]])
-    assert len(decoded) == 8  # the batch itself, nothing before it
+    assert len(decodes) == 8  # the batch itself, nothing before it
 
 
 def test_positions_carry_over_bad_samples_and_reports(shards_with_bad_samples):
@@ -263,57 +272,40 @@ def test_config_loads_through_the_shared_config_mechanism():
         load_config(ImageDataConfig, None, ["crop=middle"])
 
 
-def test_the_decoded_image_cache_changes_no_batch_and_decodes_each_image_once(shapes_dir, monkeypatch):
-    from clipgen.data import decoded_cache
-
-    decoded = []
-    original = decoded_cache.decode_rgb
-    monkeypatch.setattr(decoded_cache, "decode_rgb", lambda data, min_side: decoded.append(1) or original(data, min_side))
+def test_the_decoded_image_cache_changes_no_batch_and_decodes_each_image_once(shapes_dir, decodes):
     batches = 3 * N_IMAGES // 4  # three passes over the corpus in batches of 4
     plain = collect(make_image_loader(ImageDataConfig(shards=str(shapes_dir)), batch_size=4, seed=5), batches)
+    decodes.clear()
     cached = collect(make_image_loader(ImageDataConfig(shards=str(shapes_dir), decoded_cache_mb=1), batch_size=4, seed=5), batches)
     assert keys_of(plain) == keys_of(cached) and all(torch.equal(a["image"], b["image"]) for a, b in zip(plain, cached))
-    assert len(decoded) == N_IMAGES  # three epochs, one decode each
-    # 0: no cache at all (the budget itself is the next test's)
-    decoded.clear()
+    assert len(decodes) == N_IMAGES  # three epochs, one decode each
+    decodes.clear()
     tiny = collect(make_image_loader(ImageDataConfig(shards=str(shapes_dir), decoded_cache_mb=0), batch_size=4, seed=5), batches)
-    assert len(decoded) == 0 and keys_of(tiny) == keys_of(plain)  # 0: no cache at all, decode_rgb as before
+    assert len(decodes) == 3 * N_IMAGES and keys_of(tiny) == keys_of(plain)  # 0: no cache at all
 
 
-def test_without_random_crop_or_flip_the_cache_keeps_transformed_pixels_and_changes_no_batch(shapes_dir, monkeypatch):
-    from clipgen.data import decoded_cache
-
-    decoded = []
-    original = decoded_cache.decode_rgb
-    monkeypatch.setattr(decoded_cache, "decode_rgb", lambda data, min_side: decoded.append(1) or original(data, min_side))
+def test_without_random_crop_or_flip_the_cache_keeps_transformed_pixels_and_changes_no_batch(shapes_dir, decodes):
     fixed = {"shards": str(shapes_dir), "crop": "center", "flip": False}  # the toy CLIP's settings
     batches = 3 * N_IMAGES // 4
     plain = collect(make_image_loader(ImageDataConfig(**fixed), batch_size=4, seed=5), batches)
+    decodes.clear()
     cached = collect(make_image_loader(ImageDataConfig(**fixed, decoded_cache_mb=1), batch_size=4, seed=5), batches)
     assert keys_of(plain) == keys_of(cached) and all(torch.equal(a["image"], b["image"]) for a, b in zip(plain, cached))
-    assert len(decoded) == N_IMAGES
+    assert len(decodes) == N_IMAGES
 
 
-def test_the_pixel_cache_refuses_a_random_transform_and_keeps_nothing_past_its_budget():
-    from clipgen.data.decoded_cache import DecodedImageCache
-    from clipgen.data.transforms import ImageTransform
-
-    cache = DecodedImageCache(budget_mb=1)
-    with pytest.raises(ValueError, match="random"):
-        cache.pixels("s.tar", "a", image_bytes("PNG", (32, 32)), ImageTransform(32, "random", False))
-    centre = ImageTransform(600, "center", False)
-    small, large = image_bytes("PNG", (32, 32)), image_bytes("PNG", (600, 600))  # 1 MB of pixels at 600 px: past the budget
-    assert cache.pixels("s.tar", "a", small, ImageTransform(32)) is cache.pixels("s.tar", "a", small, ImageTransform(32))
-    assert cache.pixels("s.tar", "b", large, centre).shape == (600, 600, 3)
-    assert cache.pixels("s.tar", "b", large, centre) is not cache.pixels("s.tar", "b", large, centre)
-    assert cache.used_bytes == 32 * 32 * 3 and list(cache.images) == [("s.tar", "a")]
-
-
-def test_the_decoded_image_cache_keeps_nothing_past_its_budget():
+def test_the_cache_keeps_what_was_made_until_its_budget_is_spent():
     from clipgen.data.decoded_cache import DecodedImageCache
 
     cache = DecodedImageCache(budget_mb=1)
-    small, large = image_bytes("PNG", (32, 32)), image_bytes("PNG", (1000, 1000))  # 3 KB and 3 MB decoded
-    assert cache.decode("s.tar", "a", small, 32) is cache.decode("s.tar", "a", small, 32)
-    assert cache.decode("s.tar", "b", large, 32) is not cache.decode("s.tar", "b", large, 32)
-    assert cache.used_bytes == 32 * 32 * 3 and list(cache.images) == [("s.tar", "a")]
+    made = []
+
+    def make(side):
+        made.append(side)
+        return np.zeros((side, side, 3), dtype=np.uint8) if side > 32 else Image.new("RGB", (side, side))
+
+    assert cache.get("s.tar", "a", lambda: make(32)) is cache.get("s.tar", "a", lambda: make(32))
+    assert cache.get("s.tar", "b", lambda: make(600)).shape == (600, 600, 3)  # 1 MB: past the budget
+    cache.get("s.tar", "b", lambda: make(600))
+    assert made == [32, 600, 600]  # the image once, the large array each time
+    assert cache.used_bytes == 32 * 32 * 3 and list(cache.entries) == [("s.tar", "a")]

@@ -11,40 +11,32 @@ are done once too. It is off by default: a corpus worth a cluster does not fit i
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import numpy as np
 from PIL import Image
 
-from clipgen.data.decode import decode_rgb
-from clipgen.data.transforms import ImageTransform
+Entry = TypeVar("Entry", Image.Image, np.ndarray)
 
 
 class DecodedImageCache:
+    """What `make` returned for each (shard, key), up to `budget_mb` of pixels. One reader keeps one
+    kind of entry: decoded images, or transformed pixels where the transform is fixed."""
+
     def __init__(self, budget_mb: int):
         self.budget_bytes = budget_mb * 2**20
         self.used_bytes = 0
-        self.images: dict[tuple[str, str], Image.Image | np.ndarray] = {}
+        self.entries: dict[tuple[str, str], Image.Image | np.ndarray] = {}
 
-    def decode(self, shard: str, key: str, data: bytes, min_side: int) -> Image.Image:
-        """decode_rgb(data, min_side), from memory when this (shard, key) was decoded before. The
-        image is shared: callers must not change it in place (the transforms make new images)."""
-        image = self.images.get((shard, key))
-        if image is None:
-            image = decode_rgb(data, min_side=min_side)
-            self._keep(shard, key, image, image.width * image.height * len(image.getbands()))
-        return image
-
-    def pixels(self, shard: str, key: str, data: bytes, transform: ImageTransform) -> np.ndarray:
-        """transform.pixels(decode_rgb(data)) for a transform that draws nothing at random, from
-        memory when seen before. Shared: callers must not change it in place."""
-        if transform.random:
-            raise ValueError("only a transform without random crop or flip gives the same pixels every epoch")
-        pixels = self.images.get((shard, key))
-        if pixels is None:
-            pixels = transform.pixels(decode_rgb(data, min_side=transform.size))
-            self._keep(shard, key, pixels, pixels.nbytes)
-        return pixels
-
-    def _keep(self, shard: str, key: str, entry: Image.Image | np.ndarray, size: int) -> None:
-        if self.used_bytes + size <= self.budget_bytes:
-            self.images[(shard, key)] = entry
-            self.used_bytes += size
+    def get(self, shard: str, key: str, make: Callable[[], Entry]) -> Entry:
+        """make(), from memory when this (shard, key) was made before; kept while the budget
+        allows. The entry is shared: callers must not change it in place (the transforms make
+        new images and arrays)."""
+        entry = self.entries.get((shard, key))
+        if entry is None:
+            entry = make()
+            size = entry.nbytes if isinstance(entry, np.ndarray) else entry.width * entry.height * len(entry.getbands())
+            if self.used_bytes + size <= self.budget_bytes:
+                self.entries[(shard, key)] = entry
+                self.used_bytes += size
+        return entry

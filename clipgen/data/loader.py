@@ -295,13 +295,14 @@ class DecodeAndTransform:
                 present = sorted(k for k in sample if not k.startswith("__"))
                 yield place, BadSample(shard, key, f"no image in sample (has: {', '.join(present) or 'nothing'})")
                 continue
+            size = self.transform.size
             try:
-                if self.cache is not None and not self.transform.random:  # the same pixels every epoch
-                    pixels = self.cache.pixels(shard, key, data, self.transform)
-                else:
-                    size = self.transform.size
-                    image = decode_rgb(data, min_side=size) if self.cache is None else self.cache.decode(shard, key, data, size)
-                    pixels = self.transform.pixels(image, self._rng(place))
+                if self.cache is None:
+                    pixels = self.transform.pixels(decode_rgb(data, min_side=size), self._rng(place))
+                elif not self.transform.random:  # the same pixels every epoch: keep those
+                    pixels = self.cache.get(shard, key, lambda: self.transform.pixels(decode_rgb(data, min_side=size)))
+                else:  # keep the decoded image; crop and flip differ per epoch
+                    pixels = self.transform.pixels(self.cache.get(shard, key, lambda: decode_rgb(data, min_side=size)), self._rng(place))
             except BadImageError as err:
                 yield place, BadSample(shard, key, str(err))
                 continue
