@@ -316,15 +316,17 @@ class GPTTask:
         condition.source: caption too, the image embedding is what its pixels can reach."""
         if self.clip_loss is None:
             return None
-        keep = torch.ones(len(logits), dtype=torch.bool, device=self.device) if drop is None else ~drop
-        if not keep.any():
+        dropped = 0 if drop is None else int(drop.sum())
+        if dropped == len(logits):
             return None
         target = torch.nn.functional.normalize(batch["clip"].to(self.device).float(), dim=-1)
+        if dropped:  # else every row takes part, and indexing would only copy the logits
+            logits, target = logits[~drop], target[~drop]
         generator = None  # only Gumbel noise draws
         if self.cfg.loss.clip_estimator == "gumbel":
             generator = torch.Generator(self.device).manual_seed(derive_seed(self.cfg.run.seed, self.info.rank, step, micro, 11))
         with self._autocast():
-            return self.clip_loss(logits[keep], target[keep], generator)
+            return self.clip_loss(logits, target, generator)
 
     def _autocast(self):
         return autocast_context(self.device, self.amp_dtype)
