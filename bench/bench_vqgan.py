@@ -50,6 +50,16 @@ def time_steps(cfg: VQGANTrainConfig, batch_size: int, warmup: int, steps: int) 
     return (time.perf_counter() - start) / steps
 
 
+def bench_overrides(gan: bool) -> list[str]:
+    """Config overrides for timing steps on random images: LPIPS left out (its weights are a local
+    file this benchmark cannot assume; say so in results), a tiny shard set for the paths the task
+    checks, and with `gan` the discriminator from the first step."""
+    shards = tempfile.mkdtemp(prefix="bench_vqgan_")
+    make_shapes(shards, 8, size=32, shard_size=8)
+    overrides = ["loss.perceptual_weight=0", f"data.shards={shards}", "eval.shards="]
+    return overrides + (["loss.disc_weight=0.75", "loss.disc_start=0"] if gan else [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs/vqgan/shapes32.yaml"))
@@ -61,13 +71,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", choices=["auto", "fp32", "bf16"], help="run.precision values to compare")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; each row keeps its best")
     args = parser.parse_args()
-    # LPIPS needs a weights file this benchmark cannot assume: it is left out (say so in results).
-    # The steps run on random tensors; the task still checks that its shard paths exist.
-    shards = tempfile.mkdtemp(prefix="bench_vqgan_")
-    make_shapes(shards, 8, size=32, shard_size=8)
-    overrides = ["loss.perceptual_weight=0", f"data.shards={shards}", "eval.shards=", *args.overrides]
-    if args.gan:
-        overrides += ["loss.disc_weight=0.75", "loss.disc_start=0"]
+    overrides = bench_overrides(args.gan) + args.overrides
     cfg = load_config(VQGANTrainConfig, args.config, overrides)
     device = "cuda" if torch.cuda.is_available() and cfg.run.device != "cpu" else "cpu"
     precisions = args.precisions or [cfg.run.precision]
