@@ -12,9 +12,11 @@ Sections, each printing its figures with the device's name:
   dense bf16 peak (`--peak-tflops`, or the datasheet figure for the GPUs in PEAK_BF16_TFLOPS);
   FLOPs per token = 6 × the parameters a token's pass multiplies by (blocks, final norm, head) +
   12 × layers × width × positions (attention, causal counted in full: PaLM's convention).
-- sample: 256 tokens at batch 1 and 64 with the KV cache and with `kv_cache=False` (the naive
-  re-run), float32 and bfloat16 weights, ms per image; against the memory-bandwidth limit, the
-  weight bytes a cached step reads ÷ the device's measured copy bandwidth (bytes read + written).
+- sample: 256 tokens at batch 1 and 64 with the KV cache, with the fixed-shape cached step
+  replayed as a CUDA graph (`static_cache=True`, models/static_decode.py), and with
+  `kv_cache=False` (the naive re-run), float32 and bfloat16 weights, ms per image; against the
+  memory-bandwidth limit, the weight bytes a cached step reads ÷ the device's measured copy
+  bandwidth (bytes read + written).
 - vqgan: training steps of configs/vqgan/f16_16384.yaml (GAN on from the first step, LPIPS left
   out: its weights are a local file) at bf16 autocast, images/s by batch size.
 - extract: what `clipgen extract` computes per image, the VQGAN encoder to codes and a CLIP image
@@ -188,18 +190,21 @@ def sample_section(args, device: torch.device) -> None:
     bandwidth = copy_gbps(device, 0.125 if args.tiny else 1.0)
     print(f"\n## sample: {model_cfg.n_layer} × {model_cfg.n_embd}, {tokens} tokens, guidance 1, top-k 0; device copy "
           f"{bandwidth:.0f} GB/s (read + written)")
-    print(f"{'weights':<9} {'batch':>5} {'sampler':<10} {'ms/image':>9} {'ms/token':>9} {'limit ms/token':>15} {'of limit':>9}")
+    print(f"{'weights':<9} {'batch':>5} {'sampler':<12} {'ms/image':>9} {'ms/token':>9} {'limit ms/token':>15} {'of limit':>9}")
+    # the fixed-shape step is one replayed CUDA graph on a GPU, eager on a CPU (models/static_decode.py)
+    static = "KV + graph" if device.type == "cuda" else "KV static"
+    samplers = {"KV cache": {}, static: {"static_cache": True}, "naive": {"kv_cache": False}}
     for dtype in (torch.float32, torch.bfloat16):
         model = base.to(dtype) if dtype != torch.float32 else base
         limit_ms = step_weight_bytes(model) / (bandwidth * 1e9) * 1000
         for batch in args.sample_batches:
             cond = F.normalize(torch.randn(batch, model_cfg.cond_dim, device=device), dim=-1)
-            for kv_cache in (True, False):
-                sample = lambda: model.sample(cond, kv_cache=kv_cache, generator=torch.Generator(device).manual_seed(0))  # noqa: E731
-                seconds = seconds_per_call(sample, device, 1, 1 if not kv_cache or not args.tiny else 2)
+            for sampler, options in samplers.items():
+                sample = lambda: model.sample(cond, generator=torch.Generator(device).manual_seed(0), **options)  # noqa: E731
+                seconds = seconds_per_call(sample, device, 1, 1 if sampler == "naive" else 2)
                 per_token_ms = 1000 * seconds / tokens
-                share = f"{limit_ms / per_token_ms:.0%}" if kv_cache else "–"
-                print(f"{str(dtype).removeprefix('torch.'):<9} {batch:>5} {'KV cache' if kv_cache else 'naive':<10} "
+                share = f"{limit_ms / per_token_ms:.0%}" if sampler != "naive" else "–"
+                print(f"{str(dtype).removeprefix('torch.'):<9} {batch:>5} {sampler:<12} "
                       f"{1000 * seconds / batch:>9.2f} {per_token_ms:>9.3f} {limit_ms:>15.3f} {share:>9}", flush=True)
 
 

@@ -65,12 +65,14 @@ class GPTConfig:
 class KVCache:
     """Preallocated keys and values for every layer: [layers, B, heads, positions, head_dim], written
     in place one position at a time. Attention reads only the positions filled so far, so the
-    memory starts uninitialised (zeroing it cost 5 ms per call at paper scale)."""
+    memory starts uninitialised (zeroing it cost 5 ms per call at paper scale), unless `zeroed`:
+    the fixed-shape step (static_decode.py) attends over every position, written or not."""
 
-    def __init__(self, config: GPTConfig, batch: int, device, dtype):
+    def __init__(self, config: GPTConfig, batch: int, device, dtype, zeroed: bool = False):
         shape = (config.n_layer, batch, config.n_head, config.n_prefix + config.block_size, config.n_embd // config.n_head)
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
+        make = torch.zeros if zeroed else torch.empty
+        self.k = make(shape, device=device, dtype=dtype)
+        self.v = make(shape, device=device, dtype=dtype)
         self.k_layers, self.v_layers = self.k.unbind(0), self.v.unbind(0)  # per-layer views, made once
         self.length = 0  # positions filled so far
 
@@ -259,6 +261,7 @@ class ConditionTransformer(nn.Module):
         generator: torch.Generator | None = None,
         kv_cache: bool = True,
         knowledge: torch.Tensor | None = None,
+        static_cache: bool = False,
     ) -> torch.Tensor:
         """Token ids [B, num_tokens] for the condition embeddings [B, cond_dim].
 
@@ -268,14 +271,17 @@ class ConditionTransformer(nn.Module):
         (classifier-free guidance). Row b's token at step i is drawn by inverse CDF from
         `uniforms[b, i]` ([B, num_tokens] in [0, 1)), or from uniforms drawn with `generator`.
         `knowledge` (ARTIST's entity vectors, see `_run`) enters the first token's step only, as
-        ARTIST's own sampler uses it."""
+        ARTIST's own sampler uses it. `static_cache` decodes with the fixed-shape step of
+        static_decode.py, one replayed CUDA graph per step on a GPU (logits equal to rounding)."""
         # inference mode leaves out autograd's bookkeeping on every operation (a tenth of a step
         # at the demo's size); the tokens are cloned out of it, an ordinary tensor for the caller
         with torch.inference_mode():
-            tokens = self._sample(cond, num_tokens, temperature, top_k, top_p, guidance_scale, uniforms, generator, kv_cache, knowledge)
+            tokens = self._sample(cond, num_tokens, temperature, top_k, top_p, guidance_scale, uniforms, generator, kv_cache, knowledge,
+                                  static_cache)  # fmt: skip
         return tokens.clone()
 
-    def _sample(self, cond, num_tokens, temperature, top_k, top_p, guidance_scale, uniforms, generator, kv_cache, knowledge) -> torch.Tensor:
+    def _sample(self, cond, num_tokens, temperature, top_k, top_p, guidance_scale, uniforms, generator, kv_cache, knowledge,
+                static_cache=False) -> torch.Tensor:  # fmt: skip
         cfg = self.config
         num_tokens = num_tokens or cfg.block_size
         batch = cond.shape[0]
@@ -296,9 +302,14 @@ class ConditionTransformer(nn.Module):
                 logits = self._run(x, 0, None, layer_bias, first_logit=-1, knowledge=knowledge if i == 0 else None)[:, 0]
                 tokens[:, i : i + 1] = picker.pick(logits.float(), i)
             return tokens
-        cache = KVCache(cfg, prefix.shape[0], cond.device, prefix.dtype)
+        cache = KVCache(cfg, prefix.shape[0], cond.device, prefix.dtype, zeroed=static_cache)
         logits = self._run(prefix, 0, cache, layer_bias, first_logit=-1, knowledge=knowledge)[:, 0]
-        step = _DecodeStep(self, cache, bias, layer_bias)
+        if static_cache and not self.training:
+            from clipgen.models.static_decode import static_decode_step
+
+            step = static_decode_step(self, cache, bias, layer_bias, prefix.shape[0])
+        else:
+            step = _DecodeStep(self, cache, bias, layer_bias)
         for i in range(num_tokens):
             next_token = picker.pick(logits.float(), i)
             tokens[:, i : i + 1] = next_token
@@ -338,9 +349,20 @@ class _DecodeStep:
         self.head_t = model.head.weight.t()
         self.rope = model.rope
 
+    # what depends on the position, one method each (_StaticDecodeStep takes it as a tensor)
+
+    def position_row(self, pos: int) -> torch.Tensor:
+        return self.model.pos_emb.weight[pos]
+
     def rotate(self, x: torch.Tensor, pos: int) -> torch.Tensor:
         """Rope2D.forward(x, pos) for [B, heads, 1, head_dim] queries and keys at position `pos`."""
         return self.rope.rotate(x, self.rope.cos[pos], self.rope.signed_sin[pos])
+
+    def store(self, cache_layer: torch.Tensor, x: torch.Tensor, pos: int) -> None:
+        cache_layer.narrow(2, pos, 1).copy_(x)
+
+    def attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: int) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k_cache.narrow(2, 0, pos + 1), v_cache.narrow(2, 0, pos + 1))
 
     def __call__(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         """[rows] token ids at position `pos` -> [rows, vocab] logits for the next position."""
@@ -349,7 +371,7 @@ class _DecodeStep:
         h = model.tok_emb.weight.index_select(0, tokens)
         if self.bias is not None:
             h = h + self.bias
-        h = h + model.pos_emb.weight[pos]
+        h = h + self.position_row(pos)
         layers = zip(model.blocks, self.weights_t, self.layer_bias, cache.k_layers, cache.v_layers)
         for block, (qkv_t, proj_t, fc_t, out_t), layer_bias, k_cache, v_cache in layers:
             if layer_bias is not None:
@@ -361,9 +383,9 @@ class _DecodeStep:
             qk = qkv.narrow(1, 0, 2 * heads)
             if model.rope is not None:
                 qk = self.rotate(qk, pos)
-            k_cache.narrow(2, pos, 1).copy_(qk.narrow(1, heads, heads))
-            v_cache.narrow(2, pos, 1).copy_(qkv.narrow(1, 2 * heads, heads))
-            y = F.scaled_dot_product_attention(qk.narrow(1, 0, heads), k_cache.narrow(2, 0, pos + 1), v_cache.narrow(2, 0, pos + 1))
+            self.store(k_cache, qk.narrow(1, heads, heads), pos)
+            self.store(v_cache, qkv.narrow(1, 2 * heads, heads), pos)
+            y = self.attend(qk.narrow(1, 0, heads), k_cache, v_cache, pos)
             h = h + _linear(y.transpose(1, 2).reshape(rows, width), proj_t, attn.proj.bias)
             x = F.layer_norm(h, norm_shape, ln_2.weight, ln_2.bias, ln_2.eps)
             x = F.gelu(_linear(x, fc_t, mlp[0].bias), approximate=mlp[1].approximate)
