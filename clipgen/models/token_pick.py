@@ -44,10 +44,7 @@ class RowPicker:
         self.any_unguided = bool(self.unguided.any())
         divisor = torch.where(self.greedy, 1.0, self.temperature)
         self.divisor = None if bool((divisor == 1).all()) else divisor
-        bound = _top_k_bound(self.top_k, self.max_k)
-        self.top_k_filter = _TopK(self.top_k, self.max_k) if self.max_k > 0 else None
-        self.top_p_filter = _TopP(self.top_p, bound) if self.any_top_p else None
-        self.among_top_k = _DrawAmongTopK(self.top_k, bound, self.top_p if self.any_top_p else None) if bound else None
+        self.filters = _filters(self.top_k, self.top_p, self.max_k, self.any_top_p)
 
     def pick(self, logits: torch.Tensor, step: int) -> torch.Tensor:
         """[rows or 2·rows, vocab] float logits -> [rows, 1] token ids."""
@@ -57,16 +54,10 @@ class RowPicker:
             logits = torch.where(self.unguided, cond, guided) if self.any_unguided else guided
         if self.all_greedy:
             return logits.argmax(dim=-1, keepdim=True)
-        scaled = logits if self.divisor is None else logits / self.divisor
-        uniforms = self.uniforms[:, step]
-        if self.among_top_k is not None and self.among_top_k.worth_it(scaled.shape[-1]):
-            drawn = self.among_top_k(scaled, uniforms)
-        else:
-            if self.top_k_filter is not None:
-                scaled = self.top_k_filter(scaled)
-            if self.top_p_filter is not None:
-                scaled = self.top_p_filter(scaled)
-            drawn = draw_inverse_cdf(F.softmax(scaled, dim=-1), uniforms)
+        filtered = logits if self.divisor is None else logits / self.divisor
+        for keep in self.filters:
+            filtered = keep(filtered)
+        drawn = draw_inverse_cdf(F.softmax(filtered, dim=-1), self.uniforms[:, step])
         return torch.where(self.greedy, logits.argmax(dim=-1, keepdim=True), drawn) if self.any_greedy else drawn
 
 
@@ -80,77 +71,64 @@ def draw_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tenso
     picked = torch.searchsorted(cdf, target, right=True)
     # the first token whose cumulative probability exceeds the target has probability; only when
     # rounding lifts the target to the total is there none, and the limit of the inverse CDF, the
-    # last token with probability (the first to reach the total), is taken instead
-    return torch.where(picked < probs.shape[-1], picked, torch.searchsorted(cdf, target, right=False))
+    # last token with probability (the first to reach the total), is taken instead; NaN logits
+    # (a broken model) still give an id inside the vocabulary
+    last = torch.searchsorted(cdf, target, right=False).clamp(max=probs.shape[-1] - 1)
+    return torch.where(picked < probs.shape[-1], picked, last)
 
 
-class _DrawAmongTopK:
-    """Top-k, top-p and the draw of `RowPicker.pick` on the top-k candidates alone, for when every
-    row keeps at most `max_k` tokens, a small part of the vocabulary: one torch.topk gives them
-    sorted, top-p cuts that sorted list, and softmax and the cumulative sum run over `max_k`
-    numbers, not the vocabulary. The draw walks the candidates in vocabulary order, so it picks
-    the token the draw over the whole filtered vocabulary picks. Exactly k tokens are candidates:
-    a token tied with the k-th is left out, as torch.topk leaves it."""
-
-    def __init__(self, k: torch.Tensor, max_k: int, top_p: torch.Tensor | None):
-        self.max_k = max_k
-        # rows that keep fewer than max_k: their candidates past k go
-        beyond = torch.arange(max_k, device=k.device) >= k
-        self.beyond = beyond if bool(beyond.any()) else None
-        self.cut = _TopPCut(top_p) if top_p is not None else None
-
-    def worth_it(self, vocab: int) -> bool:
-        return 4 * self.max_k <= vocab  # else a sort of the whole vocabulary is as fast (bench/bench_pick.py)
-
-    def __call__(self, logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-        values, tokens = torch.topk(logits, self.max_k, dim=-1)  # largest first
-        if self.beyond is not None:
-            values = values.masked_fill(self.beyond, float("-inf"))
-        if self.cut is not None:
-            values = self.cut(values)
-        ascending, order = tokens.sort(dim=-1)
-        probs = F.softmax(values, dim=-1).gather(-1, order)
-        return ascending.gather(-1, draw_inverse_cdf(probs, uniforms))
-
-
-class _TopPCut:
-    """Top-p on logits sorted largest first, for a fixed [B, 1] column of p (1: keep the row whole):
-    a token goes when the ones before it already reach p (the first always stays)."""
-
-    def __init__(self, p: torch.Tensor):
-        self.p, self.on = p, p < 1.0
-        self.all_on = bool(self.on.all())
-
-    def __call__(self, sorted_logits: torch.Tensor) -> torch.Tensor:
-        sorted_probs = F.softmax(sorted_logits, dim=-1)
-        reached = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.p.to(sorted_logits.dtype)
-        return sorted_logits.masked_fill(reached if self.all_on else reached & self.on, float("-inf"))
-
-
-def filter_logits(
-    logits: torch.Tensor, top_k: int | torch.Tensor = 0, top_p: float | torch.Tensor = 1.0, max_k: int | None = None
-) -> torch.Tensor:
-    """Keep the top_k largest logits and the smallest set whose probability reaches top_p; each is
-    one value or a [B, 1] column (top_k 0 or top_p 1 leave that row unfiltered). `max_k`, the
-    largest top_k, saves reading it back from the device at every step."""
+def filter_logits(logits: torch.Tensor, top_k: int | torch.Tensor = 0, top_p: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Keep the top_k largest logits and, of those, the smallest set whose probability reaches
+    top_p; the rest become -inf. Each setting is one value or a [B, 1] column (top_k 0 or top_p 1
+    leave that row unfiltered). A token tied with the last one kept stays too, so what a row keeps
+    does not depend on how ties are ordered, nor on the other rows' settings."""
     rows = logits.shape[0]
     k = _column(top_k, rows, torch.long, logits.device)
-    max_k = int(k.max()) if max_k is None else max_k
-    if max_k > 0:
-        logits = _TopK(k, max_k)(logits)
-    if isinstance(top_p, torch.Tensor) or top_p < 1.0:
-        logits = _TopP(_column(top_p, rows, logits.dtype, logits.device), _top_k_bound(k, max_k))(logits)
+    p = _column(top_p, rows, torch.float32, logits.device)
+    for keep in _filters(k, p, int(k.max()), bool((p < 1).any())):
+        logits = keep(logits)
     return logits
 
 
-def _top_k_bound(k: torch.Tensor, max_k: int) -> int | None:
-    """How many tokens at most survive top-k in every row ([B, 1] k, 0: keep the row), or None
-    when some row keeps its whole vocabulary."""
-    return max_k if max_k > 0 and bool((k > 0).all()) else None
+def _filters(k: torch.Tensor, p: torch.Tensor, max_k: int, any_top_p: bool) -> list:
+    """The filter steps for [B, 1] columns k and p: when every row has a top-k, one step does both
+    from a single torch.topk; else top-k on the rows that have one, then top-p over a full sort."""
+    if max_k > 0 and bool((k > 0).all()):
+        return [_TopKThenP(k, max_k, p if any_top_p else None)]
+    return ([_TopK(k, max_k)] if max_k > 0 else []) + ([_TopP(p)] if any_top_p else [])
+
+
+class _TopKThenP:
+    """Top-k, then top-p among the k largest, for fixed [B, 1] columns (every k > 0; p None: no
+    top-p), as one threshold per row: the larger of the k-th largest logit and the smallest logit
+    top-p keeps. Only the `max_k` largest logits are sorted (torch.topk), not the vocabulary: at
+    16384 codes with top-k 500 and top-p 0.95 (clip-gen's settings) the pick is 1.8-1.9x faster than
+    top-k's mask followed by a second sort for top-p (bench/bench_pick.py, BENCHMARKS.md)."""
+
+    def __init__(self, k: torch.Tensor, max_k: int, p: torch.Tensor | None):
+        self.k, self.max_k, self.vocab = k, max_k, None
+        self.cut = _TopPCut(p) if p is not None else None
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-1] != self.vocab:  # settled on the first step, reused by the others
+            self.vocab = logits.shape[-1]
+            self.width = min(self.max_k, self.vocab)
+            k = self.k.clamp(max=self.vocab)
+            self.kth_index = k - 1
+            beyond = torch.arange(self.width, device=k.device) >= k  # rows whose k is below max_k
+            self.beyond = beyond if bool(beyond.any()) else None
+        largest = torch.topk(logits, self.width, dim=-1).values  # largest first
+        threshold = largest.gather(-1, self.kth_index)
+        if self.cut is not None:
+            # top-p over each row's own k largest values: the same numbers however ties are ordered
+            head = largest if self.beyond is None else largest.masked_fill(self.beyond, float("-inf"))
+            kept = (~self.cut.dropped(head)).sum(dim=-1, keepdim=True)
+            threshold = torch.maximum(threshold, largest.gather(-1, kept - 1))
+        return logits.masked_fill(logits < threshold, float("-inf"))
 
 
 class _TopK:
-    """filter_logits' top-k step for a fixed [B, 1] column of k (0: keep the row whole)."""
+    """Top-k for a fixed [B, 1] column of k where some rows have none (0: keep the row whole)."""
 
     def __init__(self, k: torch.Tensor, max_k: int):
         self.k, self.max_k, self.vocab = k, max_k, None
@@ -160,30 +138,32 @@ class _TopK:
             self.vocab = vocab = logits.shape[-1]
             k = self.k.clamp(max=vocab)
             self.kth_index, self.on = (k - 1).clamp(min=0), k > 0
-            self.all_on = bool(self.on.all())
         kth = torch.topk(logits, min(self.max_k, self.vocab), dim=-1).values.gather(-1, self.kth_index)
-        below = logits < kth
-        return logits.masked_fill(below if self.all_on else self.on & below, float("-inf"))
+        return logits.masked_fill(self.on & (logits < kth), float("-inf"))
 
 
 class _TopP:
-    """filter_logits' top-p step for a fixed [B, 1] column of p (1: keep the row whole).
+    """Top-p over the whole vocabulary (a full sort), for a fixed [B, 1] column of p (1: keep the
+    row whole); for when some row has no top-k to sort within."""
 
-    `within`: every row has already been cut to its top-k, at most `within` tokens, so when that is
-    a small part of the vocabulary only those are sorted (torch.topk), not all of it: the pick at
-    16384 codes with top-k 500 and top-p 0.95, clip-gen's settings, 1.37x (batch 1) and 1.59x (batch
-    16) faster than a full sort (bench/bench_pick.py --before 3d5c04c, BENCHMARKS.md). Everything
-    outside them ends at -inf, also a token tied with the k-th one that top-k had let through
-    beside it."""
-
-    def __init__(self, p: torch.Tensor, within: int | None = None):
-        self.cut, self.within = _TopPCut(p), within
+    def __init__(self, p: torch.Tensor):
+        self.cut = _TopPCut(p)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.within is not None and 4 * self.within <= logits.shape[-1]:  # else a full sort is as fast
-            sorted_logits, order = torch.topk(logits, self.within, dim=-1)
-            out = torch.full_like(logits, float("-inf"))
-        else:
-            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-            out = logits
-        return out.scatter(-1, order, self.cut(sorted_logits))
+        sorted_logits = torch.sort(logits, descending=True, dim=-1).values
+        kept = (~self.cut.dropped(sorted_logits)).sum(dim=-1, keepdim=True)
+        return logits.masked_fill(logits < sorted_logits.gather(-1, kept - 1), float("-inf"))
+
+
+class _TopPCut:
+    """Which of a row's logits, sorted largest first, top-p drops, for a fixed [B, 1] column of p
+    (1: none): a token goes when the ones before it already reach p; the first always stays."""
+
+    def __init__(self, p: torch.Tensor):
+        self.p, self.on = p, p < 1.0
+        self.all_on = bool(self.on.all())
+
+    def dropped(self, sorted_logits: torch.Tensor) -> torch.Tensor:
+        sorted_probs = F.softmax(sorted_logits, dim=-1)
+        reached = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.p.to(sorted_logits.dtype)
+        return reached if self.all_on else reached & self.on
