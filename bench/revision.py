@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # what gpt.py imports from clipgen first, then gpt.py itself
-GPT_FILES = ("clipgen/models/rope.py", "clipgen/models/attention.py", "clipgen/models/token_pick.py", "clipgen/models/gpt.py")
+GPT_FILES = ("clipgen/models/rope.py", "clipgen/models/attention.py", "clipgen/models/knowledge.py", "clipgen/models/token_pick.py",
+             "clipgen/models/gpt.py")  # fmt: skip
 
 
 def load_revision(rev: str, paths: tuple[str, ...] = GPT_FILES) -> ModuleType:
@@ -28,12 +29,10 @@ def load_revision(rev: str, paths: tuple[str, ...] = GPT_FILES) -> ModuleType:
     module = None
     try:
         for path in paths:
-            shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True)
-            if shown.returncode != 0:
-                if path == paths[-1] or "exists on disk, but not in" not in shown.stderr and "does not exist in" not in shown.stderr:
-                    raise RuntimeError(f"git show {rev}:{path}: {shown.stderr.strip()}")
+            present = subprocess.run(["git", "cat-file", "-e", f"{rev}:{path}"], cwd=ROOT, capture_output=True).returncode == 0
+            if not present and path != paths[-1]:
                 continue
-            source = shown.stdout
+            source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
             name = path.removesuffix(".py").replace("/", ".")
             file = folder / f"{name.replace('.', '_')}_{rev.replace('/', '_')}.py"
             file.write_text(source)

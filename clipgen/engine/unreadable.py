@@ -28,7 +28,9 @@ def unsafe_global(path: Path, err: BaseException) -> str | None:
 def why_unreadable(path: Path, err: BaseException) -> str:
     """A short reason torch.load failed on `path`: empty, pickled objects refused, a checkpoint cut
     short or damaged (it begins as one), or not a PyTorch checkpoint at all."""
-    if path.is_file() and path.stat().st_size == 0:
+    if not path.is_file():
+        return "no such file" if not path.exists() else "not a file"
+    if path.stat().st_size == 0:
         return "empty file (0 bytes)"
     refused = unsafe_global(path, err)
     if refused:

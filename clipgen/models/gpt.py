@@ -272,7 +272,8 @@ class ConditionTransformer(nn.Module):
         `uniforms[b, i]` ([B, num_tokens] in [0, 1)), or from uniforms drawn with `generator`.
         `knowledge` (ARTIST's entity vectors, see `_run`) enters the first token's step only, as
         ARTIST's own sampler uses it. `static_cache` decodes with the fixed-shape step of
-        static_decode.py, one replayed CUDA graph per step on a GPU (logits equal to rounding)."""
+        static_decode.py, one replayed CUDA graph per step on a GPU (logits equal to rounding);
+        it has no effect with `kv_cache=False` or in training mode (dropout runs the general pass)."""
         # inference mode leaves out autograd's bookkeeping on every operation (a tenth of a step
         # at the demo's size); the tokens are cloned out of it, an ordinary tensor for the caller
         with torch.inference_mode():

@@ -8,7 +8,9 @@ step therefore attends over the whole cache, the positions not yet written maske
 its position as a device tensor: its kernels, shapes and addresses are the same at every step.
 On a CPU the same step runs without a graph (that is how the tests check it against the ordinary
 one). The masked attention is another kernel than the ordinary step's, so the logits agree to
-rounding, not bit for bit.
+rounding, not bit for bit. Each `sample` call zeroes its cache and captures its own graph (the
+cache's addresses are the graph's), and every step reads the whole cache, written or not: at
+large batches, where the cache's bytes rival the weights', the ordinary step may stay faster.
 """
 
 from __future__ import annotations
@@ -55,17 +57,18 @@ class GraphedDecodeStep:
         device = step.cache.k.device
         self.cache = step.cache
         self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
-        # warm-up and capture write the first image token's slot, which the first real step
-        # writes again before anything reads it
+        # the warm-up writes the first image token's slot, which the first real step writes
+        # again before anything reads it (capturing records the kernels without running them)
         self.pos = torch.tensor(step.model.config.n_prefix, device=device)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # what torch.cuda.graphs asks: warm up off the capture stream
-            step(self.tokens, self.pos)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = step(self.tokens, self.pos)
+        with torch.cuda.device(device):  # capture uses the current device's streams
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # what torch.cuda.graphs asks: warm up off the capture stream
+                step(self.tokens, self.pos)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = step(self.tokens, self.pos)
 
     def __call__(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         self.tokens.copy_(tokens)
