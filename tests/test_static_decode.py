@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from clipgen.models.gpt import ConditionTransformer, GPTConfig, KVCache, _DecodeStep
-from clipgen.models.static_decode import StaticDecodeStep, static_decode_step
+from clipgen.models.static_decode import FixedShapeCache, graphed
 
 
 def tiny(dtype, **options) -> ConditionTransformer:
@@ -23,8 +23,9 @@ def test_the_static_step_gives_the_ordinary_steps_logits_and_cache(bias, rope):
     assert not static.k.any() and not static.v.any()  # masked slots weigh 0, and 0 × garbage may be NaN
     with torch.inference_mode():
         model._run(prefix, 0, ordinary, layer_bias), model._run(prefix, 0, static, layer_bias)
-        step, fixed = _DecodeStep(model, ordinary, token_bias, layer_bias), static_decode_step(model, static, token_bias, layer_bias, 8)
-        assert isinstance(fixed, StaticDecodeStep)  # no graph on a CPU
+        step = _DecodeStep(model, ordinary, token_bias, layer_bias)
+        fixed = _DecodeStep(model, static, token_bias, layer_bias, FixedShapeCache(static.k.shape[3], "cpu"))
+        assert graphed(fixed) is fixed  # no graph on a CPU
         for i, tokens in enumerate(torch.randint(0, 37, (cfg.block_size - 1, 8))):
             pos = cfg.n_prefix + i
             torch.testing.assert_close(fixed(tokens, pos), step(tokens, pos), rtol=1e-5, atol=1e-5)

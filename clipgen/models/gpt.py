@@ -306,9 +306,9 @@ class ConditionTransformer(nn.Module):
         cache = KVCache(cfg, prefix.shape[0], cond.device, prefix.dtype, zeroed=static_cache)
         logits = self._run(prefix, 0, cache, layer_bias, first_logit=-1, knowledge=knowledge)[:, 0]
         if static_cache and not self.training:
-            from clipgen.models.static_decode import static_decode_step
+            from clipgen.models.static_decode import FixedShapeCache, graphed
 
-            step = static_decode_step(self, cache, bias, layer_bias, prefix.shape[0])
+            step = graphed(_DecodeStep(self, cache, bias, layer_bias, FixedShapeCache(cache.k.shape[3], cond.device)))
         else:
             step = _DecodeStep(self, cache, bias, layer_bias)
         for i in range(num_tokens):
@@ -332,6 +332,28 @@ class ConditionTransformer(nn.Module):
         return tuple(None if part[0] is None else torch.cat(part) for part in zip(*parts))
 
 
+class GrowingCache:
+    """How the ordinary decoding step addresses the KV cache: the position is a Python int, and
+    attention reads the positions written so far (static_decode.FixedShapeCache is the fixed-shape
+    alternative, for a CUDA graph)."""
+
+    @staticmethod
+    def position(pos: int, device) -> int:
+        return pos
+
+    @staticmethod
+    def row(table: torch.Tensor, pos: int) -> torch.Tensor:
+        return table[pos]
+
+    @staticmethod
+    def store(cache_layer: torch.Tensor, x: torch.Tensor, pos: int) -> None:
+        cache_layer.narrow(2, pos, 1).copy_(x)
+
+    @staticmethod
+    def attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: int) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k_cache.narrow(2, 0, pos + 1), v_cache.narrow(2, 0, pos + 1))
+
+
 class _DecodeStep:
     """`ConditionTransformer._run` for one new position per row through the KV cache, in eval mode:
     the same kernels on the same values in the same order, so the logits are bit-identical, minus
@@ -340,9 +362,13 @@ class _DecodeStep:
     each for queries and keys where one covers both, indexing the 5-d cache. At the demo's width
     a step is per-operation overhead, so every operation left out is time saved."""
 
-    def __init__(self, model: ConditionTransformer, cache: KVCache, bias: torch.Tensor | None, layer_bias: torch.Tensor | None):
+    def __init__(self, model: ConditionTransformer, cache: KVCache, bias: torch.Tensor | None, layer_bias: torch.Tensor | None,
+                 addressing=None):  # fmt: skip
+        """`addressing`: how positions reach the cache, GrowingCache() unless given (the
+        fixed-shape static_decode.FixedShapeCache)."""
         cfg = model.config
         self.model, self.cache, self.bias = model, cache, bias
+        self.at = addressing or GrowingCache()
         self.layer_bias = [None] * cfg.n_layer if layer_bias is None else layer_bias.unbind(1)
         self.heads, self.width, self.norm_shape = cfg.n_head, cfg.n_embd, (cfg.n_embd,)
         # the transposed views F.linear would make at every call
@@ -350,29 +376,15 @@ class _DecodeStep:
         self.head_t = model.head.weight.t()
         self.rope = model.rope
 
-    # what depends on the position, one method each (_StaticDecodeStep takes it as a tensor)
-
-    def position_row(self, pos: int) -> torch.Tensor:
-        return self.model.pos_emb.weight[pos]
-
-    def rotate(self, x: torch.Tensor, pos: int) -> torch.Tensor:
-        """Rope2D.forward(x, pos) for [B, heads, 1, head_dim] queries and keys at position `pos`."""
-        return self.rope.rotate(x, self.rope.cos[pos], self.rope.signed_sin[pos])
-
-    def store(self, cache_layer: torch.Tensor, x: torch.Tensor, pos: int) -> None:
-        cache_layer.narrow(2, pos, 1).copy_(x)
-
-    def attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: int) -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k_cache.narrow(2, 0, pos + 1), v_cache.narrow(2, 0, pos + 1))
-
     def __call__(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         """[rows] token ids at position `pos` -> [rows, vocab] logits for the next position."""
-        model, cache, heads, width, norm_shape = self.model, self.cache, self.heads, self.width, self.norm_shape
+        model, cache, heads, width, norm_shape, at = self.model, self.cache, self.heads, self.width, self.norm_shape, self.at
+        pos = at.position(pos, tokens.device)
         rows = tokens.shape[0]
         h = model.tok_emb.weight.index_select(0, tokens)
         if self.bias is not None:
             h = h + self.bias
-        h = h + self.position_row(pos)
+        h = h + at.row(model.pos_emb.weight, pos)
         layers = zip(model.blocks, self.weights_t, self.layer_bias, cache.k_layers, cache.v_layers)
         for block, (qkv_t, proj_t, fc_t, out_t), layer_bias, k_cache, v_cache in layers:
             if layer_bias is not None:
@@ -382,11 +394,11 @@ class _DecodeStep:
             # [rows, 3C] viewed as [rows, 3·heads, 1, head_dim]: queries, keys, values of one position
             qkv = _linear(x, qkv_t, attn.qkv.bias).view(rows, 3 * heads, 1, width // heads)
             qk = qkv.narrow(1, 0, 2 * heads)
-            if model.rope is not None:
-                qk = self.rotate(qk, pos)
-            self.store(k_cache, qk.narrow(1, heads, heads), pos)
-            self.store(v_cache, qkv.narrow(1, 2 * heads, heads), pos)
-            y = self.attend(qk.narrow(1, 0, heads), k_cache, v_cache, pos)
+            if model.rope is not None:  # Rope2D.forward for one position: queries and keys in one pass
+                qk = self.rope.rotate(qk, at.row(self.rope.cos, pos), at.row(self.rope.signed_sin, pos))
+            at.store(k_cache, qk.narrow(1, heads, heads), pos)
+            at.store(v_cache, qkv.narrow(1, 2 * heads, heads), pos)
+            y = at.attend(qk.narrow(1, 0, heads), k_cache, v_cache, pos)
             h = h + _linear(y.transpose(1, 2).reshape(rows, width), proj_t, attn.proj.bias)
             x = F.layer_norm(h, norm_shape, ln_2.weight, ln_2.bias, ln_2.eps)
             x = F.gelu(_linear(x, fc_t, mlp[0].bias), approximate=mlp[1].approximate)

@@ -18,44 +18,42 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from clipgen.models.gpt import ConditionTransformer, KVCache, _DecodeStep
 
+class FixedShapeCache:
+    """How the fixed-shape step addresses the KV cache (the ordinary one's is gpt.GrowingCache):
+    the position is a 0-d long tensor on the device, table rows are gathered with it, a cache slot
+    is written with index_copy_, and attention reads every slot with the unwritten ones masked. The
+    cache must start zeroed: a masked slot weighs 0, but 0 × NaN garbage is still NaN."""
 
-class StaticDecodeStep(_DecodeStep):
-    """`_DecodeStep` with the position as a 0-d long tensor on the cache's device. The cache must
-    start zeroed: masked positions weigh 0 in attention, but 0 × NaN garbage is still NaN."""
+    def __init__(self, slots: int, device):
+        self.slots = torch.arange(slots, device=device)
 
-    def __init__(self, model: ConditionTransformer, cache: KVCache, bias: torch.Tensor | None, layer_bias: torch.Tensor | None):
-        super().__init__(model, cache, bias, layer_bias)
-        self.slots = torch.arange(cache.k.shape[3], device=cache.k.device)
+    @staticmethod
+    def position(pos: int | torch.Tensor, device) -> torch.Tensor:
+        return pos if isinstance(pos, torch.Tensor) else torch.tensor(pos, device=device)
 
-    def position_row(self, pos: torch.Tensor) -> torch.Tensor:
-        return self.model.pos_emb.weight.index_select(0, pos.view(1))
+    @staticmethod
+    def row(table: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return table.index_select(0, pos.view(1))
 
-    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return self.rope.rotate(x, self.rope.cos.index_select(0, pos.view(1)), self.rope.signed_sin.index_select(0, pos.view(1)))
-
-    def store(self, cache_layer: torch.Tensor, x: torch.Tensor, pos: torch.Tensor) -> None:
+    @staticmethod
+    def store(cache_layer: torch.Tensor, x: torch.Tensor, pos: torch.Tensor) -> None:
         cache_layer.index_copy_(2, pos.view(1), x)
 
     def attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=(self.slots <= pos).view(1, -1))
 
-    def __call__(self, tokens: torch.Tensor, pos: int | torch.Tensor) -> torch.Tensor:
-        if not isinstance(pos, torch.Tensor):
-            pos = torch.tensor(pos, device=tokens.device)
-        return super().__call__(tokens, pos)
-
 
 class GraphedDecodeStep:
-    """A StaticDecodeStep captured once as a CUDA graph and replayed at every step: the token ids
-    and the position are copied into the graph's own input tensors, and the logits it returns are
-    the graph's output tensor, overwritten by the next replay (the sampler has picked from them by
-    then: the pick runs on the same stream)."""
+    """A fixed-shape decoding step captured once as a CUDA graph and replayed at every step: the
+    token ids and the position are copied into the graph's own input tensors, and the logits it
+    returns are the graph's output tensor, overwritten by the next replay (the sampler has picked
+    from them by then: the pick runs on the same stream)."""
 
-    def __init__(self, step: StaticDecodeStep, rows: int):
-        device = step.cache.k.device
-        self.cache = step.cache
+    def __init__(self, step):
+        cache = step.cache
+        device, rows = cache.k.device, cache.k.shape[1]
+        self.cache = cache
         self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
         # the warm-up writes the first image token's slot, which the first real step writes
         # again before anything reads it (capturing records the kernels without running them)
@@ -78,7 +76,7 @@ class GraphedDecodeStep:
         return self.logits
 
 
-def static_decode_step(model: ConditionTransformer, cache: KVCache, bias, layer_bias, rows: int):
-    """The fixed-shape step for `cache` (zeroed), as a CUDA graph where the cache is on a GPU."""
-    step = StaticDecodeStep(model, cache, bias, layer_bias)
-    return GraphedDecodeStep(step, rows) if cache.k.device.type == "cuda" else step
+def graphed(step):
+    """`step` (a gpt._DecodeStep on a FixedShapeCache) as a replayed CUDA graph where its cache is
+    on a GPU; on a CPU, the step itself."""
+    return GraphedDecodeStep(step) if step.cache.k.device.type == "cuda" else step
