@@ -177,3 +177,15 @@ def test_a_clipgen_run_an_imported_release_and_a_diffusers_pipeline_in_one_repor
         assert [p.name for p in files] == [f"{i:04d}_{k}.png" for i in range(3) for k in range(2)], name
         assert {Image.open(p).size for p in files} == {(32, 32)}, name  # the 8-pixel imports fitted to the run's size
     assert all(f"| {name} |" in (out / "report.md").read_text() for name in metrics)
+
+
+def test_the_arguments_are_checked_before_the_prompts_are_read(root, tmp_path, monkeypatch):
+    # a MUGE TSV carries its images: a typo must not wait for it to be read
+    import clipgen.comparison.prompts as prompts_module
+
+    def never(path):
+        raise AssertionError("the prompts were read before the arguments were checked")
+
+    monkeypatch.setattr(prompts_module, "read_prompts", never)
+    with pytest.raises(SystemExit, match="nothing to compare"):
+        clipgen_main(compare(root, tmp_path / "cmp"))

@@ -72,9 +72,10 @@ class CompareJob:
         return shlex.join(args)  # fmt: skip
 
 
-def check_job(job: CompareJob, num_prompts: int) -> None:
-    """Every input is checked before the first generator is loaded, so a typo costs seconds, not
-    hours, and a comparison that cannot finish writes nothing."""
+def check_job(job: CompareJob) -> None:
+    """Every argument is checked before the prompts are read (a MUGE TSV carries its images) and
+    the first generator is loaded, so a typo costs seconds, not hours, and a comparison that cannot
+    finish writes nothing; what depends on the prompts' count is `check_sources`."""
     from clipgen.data.loader import expand_shards
 
     sources = job.sources()
@@ -85,12 +86,16 @@ def check_job(job: CompareJob, num_prompts: int) -> None:
     names = [source.name for source in sources]
     if repeated := sorted({name for name in names if names.count(name) > 1}):
         raise ValueError(f"two generators are named {', '.join(repeated)}: every name must be distinct")
-    for source in sources:
-        source.check(num_prompts, job.num_images)
     if job.judge not in ("auto", "shapes", "off"):
         raise ValueError(f"judge must be auto, shapes or off, got {job.judge!r}")
     if job.real:
         expand_shards(job.real)  # raises with the reason when the shards are not there
+
+
+def check_sources(job: CompareJob, num_prompts: int) -> None:
+    """Each generator can answer this many prompts (an image folder holds their images)."""
+    for source in job.sources():
+        source.check(num_prompts, job.num_images)
 
 
 def run_compare(job: CompareJob, info: DistInfo) -> dict:
@@ -99,8 +104,9 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
     from clipgen.encoders import load_clip_spec
     from clipgen.eval.scores import GeneratedScores, clip_feature_space, feature_stats, inception_feature_space, shapes_prompts
 
+    check_job(job)
     prompts, references = read_prompts(job.prompts_file)
-    check_job(job, len(prompts))
+    check_sources(job, len(prompts))
     sources = job.sources()
     scorer_spec = job.clip or _conditioning_clip(job.runs)
     scorer = load_clip_spec(scorer_spec, device=info.device)
