@@ -22,8 +22,9 @@ def make_stages(root: Path, caption_embeddings: bool = False) -> Path:
     return root
 
 
-def gpt_args(root: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    settings = [
+def gpt_settings(root: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    """Dotted config overrides for a tiny train-gpt run on make_stages' tokens (for load_config)."""
+    return [
         f"run.out_dir={out}", f"run.max_steps={steps}", "run.batch_size=8", "run.log_every=1", "run.eval_every=2",
         "run.ckpt_every=2", "run.image_every=2", f"data.train={root / 'tokens/images'}",
         f"data.val={root / 'tokens/heldout'}", "model.vocab_size=64", "model.cond_dim=16", "model.n_layer=1",
@@ -31,7 +32,11 @@ def gpt_args(root: Path, out: Path, steps: int, *extra: str) -> list[str]:
         f"condition.clip=toy:{root / 'clip'}", f"condition.vqgan={root / 'vq'}", "sample.images_per_prompt=2",
         *extra,
     ]  # fmt: skip
+
+
+def gpt_args(root: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    """The same as `clipgen train-gpt` arguments."""
     args = ["train-gpt", "--config", str(CONFIG)]
-    for item in settings:
+    for item in gpt_settings(root, out, steps, *extra):
         args += ["--set", item]
     return args

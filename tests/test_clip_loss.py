@@ -14,7 +14,7 @@ from clipgen.models.quantize import QuantizerConfig
 from clipgen.models.vqgan import VQGAN, VQGANConfig
 from clipgen.train.clip_loss import ClipReconstructionLoss, differentiable_one_hot
 from clipgen.train.gpt import GPTTask, GPTTrainConfig
-from gpt_helpers import CONFIG, gpt_args, make_stages
+from gpt_helpers import CONFIG, gpt_args, gpt_settings, make_stages
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +22,8 @@ def stages(tmp_path_factory):
     return make_stages(tmp_path_factory.mktemp("clip_loss_stages"))
 
 
-def settings(stages, out, *extra):
-    """gpt_args' dotted settings, for building a GPTTask directly."""
-    return gpt_args(stages, out, 2, *extra)[4::2]
-
-
 def task_for(stages, out, *extra) -> GPTTask:
-    return GPTTask(load_config(GPTTrainConfig, CONFIG, settings(stages, out, *extra)), DistInfo())
+    return GPTTask(load_config(GPTTrainConfig, CONFIG, gpt_settings(stages, out, 2, *extra)), DistInfo())
 
 
 @pytest.mark.parametrize("estimator", ["straight_through", "gumbel"])

@@ -4,7 +4,7 @@ outside DDP on every rank, and the ranks end the step with identical transformer
 import pytest
 import torch
 
-from gpt_helpers import CONFIG, gpt_args, make_stages
+from gpt_helpers import CONFIG, gpt_settings, make_stages
 from dist_helpers import TESTS, torchrun
 
 
@@ -14,7 +14,7 @@ def stages(tmp_path_factory):
 
 
 def test_clip_loss_step_under_torchrun_keeps_the_ranks_identical(stages, tmp_path):
-    settings = gpt_args(stages, tmp_path / "run", 1, "loss.clip_weight=1", "condition.cond_dropout=0.25")[4::2]
+    settings = gpt_settings(stages, tmp_path / "run", 1, "loss.clip_weight=1", "condition.cond_dropout=0.25")
     torchrun(str(TESTS / "ddp_probe.py"), "gpt-clip-loss", str(CONFIG), str(tmp_path), *settings)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert not torch.equal(rank0["index"], rank1["index"])  # each rank trained on its own images
