@@ -37,3 +37,14 @@ def assert_vqgan_reproduces(vqgan, reference) -> None:
         assert (encoded.quantized - reference["quant"]).abs().max() < TOLERANCE
         assert (vqgan.decode(reference["quant"]) - reference["decoded"]).abs().max() < TOLERANCE
         assert (vqgan.decode_indices(reference["indices"]) - reference["decoded_from_indices"]).abs().max() < TOLERANCE
+
+
+def assert_greedy_reproduces(gpt, cond, expected) -> None:
+    """The seed project's greedy tokens, with temperature 0 and with top-k 1 (the seed projects
+    have no temperature-0 path), from the KV cache and the naive re-run alike."""
+    import torch
+
+    for kv_cache in (True, False):
+        for greedy in ({"temperature": 0}, {"top_k": 1}):
+            tokens = gpt.sample(cond, guidance_scale=1, kv_cache=kv_cache, **greedy)
+            assert torch.equal(tokens, expected), (kv_cache, greedy)
