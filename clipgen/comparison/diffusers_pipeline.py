@@ -66,7 +66,7 @@ class DiffusersSource:
             raise FileNotFoundError(f"--diffusers {self.name}={self.directory}: no {MODEL_INDEX_NAME} there; name a "
                                     "directory a diffusers pipeline was saved to (save_pretrained)")  # fmt: skip
 
-    def open(self, device: torch.device, sampling: dict) -> "DiffusersGenerator":
+    def open(self, device: torch.device) -> "DiffusersGenerator":
         from diffusers import DiffusionPipeline
 
         try:

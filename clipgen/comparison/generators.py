@@ -51,7 +51,7 @@ class Source(Protocol):
         """Refuse what would fail later, before any generator is loaded or sampled."""
         ...
 
-    def open(self, device: torch.device, sampling: dict) -> Generator: ...
+    def open(self, device: torch.device) -> Generator: ...
 
 
 def check_name(name: str, flag: str, given: str) -> str:
@@ -98,10 +98,10 @@ class RunSource:
             check_guidance(read_condition(self.directory), self.sampling["guidance_scale"],
                            f"{self.directory} (--guidance-scale)")  # fmt: skip
 
-    def open(self, device: torch.device, sampling: dict) -> "RunGenerator":
+    def open(self, device: torch.device) -> "RunGenerator":
         from clipgen.pipeline import ClipGenPipeline
 
-        return RunGenerator(ClipGenPipeline.from_pretrained(self.directory, device=str(device)), sampling)
+        return RunGenerator(ClipGenPipeline.from_pretrained(self.directory, device=str(device)), self.sampling)
 
 
 class RunGenerator:
@@ -161,7 +161,7 @@ class ImageFolderSource:
                 "them: {i:04d}_{k}.png, i the prompt's 0-based index, k the image)"
             )  # fmt: skip
 
-    def open(self, device: torch.device, sampling: dict) -> "ImageFolderGenerator":
+    def open(self, device: torch.device) -> "ImageFolderGenerator":
         return ImageFolderGenerator(self.directory)
 
 

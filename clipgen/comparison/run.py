@@ -119,7 +119,7 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
 
     scored, resolution = {}, None
     for source in sources:
-        generator = source.open(info.device, job.sampling)
+        generator = source.open(info.device)
         resolution = resolution or generator.resolution
         scores = GeneratedScores(spaces, scorer, judge)
         sample_dir = job.out / "samples" / source.name
