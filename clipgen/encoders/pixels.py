@@ -38,13 +38,11 @@ class PixelPreprocess:
         x = (pixels + 1) / 2  # [-1, 1] -> [0, 1], what the processors' uint8 / 255 gives
         if self.resize is not None:
             x = self._resized(x)
-        if self.crop is not None:
-            from torchvision.transforms.v2.functional import center_crop
+        from torchvision.transforms.v2.functional import center_crop, normalize
 
+        if self.crop is not None:
             x = center_crop(x, list(self.crop))
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return (x - mean) / std  # out of place: autograd needs the input unchanged
+        return normalize(x, list(self.mean), list(self.std))  # out of place: autograd needs the input unchanged
 
     def _resized(self, x: torch.Tensor) -> torch.Tensor:
         size = self._output_size(x.shape[-2:])
