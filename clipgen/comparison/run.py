@@ -72,13 +72,12 @@ class CompareJob:
         return shlex.join(args)  # fmt: skip
 
 
-def check_job(job: CompareJob) -> None:
+def check_job(job: CompareJob, sources: list) -> None:
     """Every argument is checked before the prompts are read (a MUGE TSV carries its images) and
     the first generator is loaded, so a typo costs seconds, not hours, and a comparison that cannot
     finish writes nothing; what depends on the prompts' count is `check_sources`."""
     from clipgen.data.loader import expand_shards
 
-    sources = job.sources()
     if not sources:
         raise ValueError("nothing to compare: name clipgen runs (--runs), image folders (--images) or pipelines (--diffusers)")
     if job.num_images < 1 or job.batch_size < 1 or job.max_real < 0 or job.max_grids < 0:
@@ -92,9 +91,9 @@ def check_job(job: CompareJob) -> None:
         expand_shards(job.real)  # raises with the reason when the shards are not there
 
 
-def check_sources(job: CompareJob, num_prompts: int) -> None:
+def check_sources(job: CompareJob, sources: list, num_prompts: int) -> None:
     """Each generator can answer this many prompts (an image folder holds their images)."""
-    for source in job.sources():
+    for source in sources:
         source.check(num_prompts, job.num_images)
 
 
@@ -104,10 +103,10 @@ def run_compare(job: CompareJob, info: DistInfo) -> dict:
     from clipgen.encoders import load_clip_spec
     from clipgen.eval.scores import GeneratedScores, clip_feature_space, feature_stats, inception_feature_space, shapes_prompts
 
-    check_job(job)
-    prompts, references = read_prompts(job.prompts_file)
-    check_sources(job, len(prompts))
     sources = job.sources()
+    check_job(job, sources)
+    prompts, references = read_prompts(job.prompts_file)
+    check_sources(job, sources, len(prompts))
     scorer_spec = job.clip or _conditioning_clip(job.runs)
     scorer = load_clip_spec(scorer_spec, device=info.device)
     spaces = {"clip": clip_feature_space(scorer)}

@@ -90,8 +90,9 @@ class ImageDataConfig:
     shuffle: bool = True
     num_workers: int = 0
     resampled: bool = True
-    # > 0: keep decoded images in memory up to this many MB per reader process, so a corpus that
-    # fits is decoded once rather than once an epoch (data/decoded_cache.py)
+    # > 0 (training readers only): keep decoded images in memory up to this many MB per reader
+    # process, so a corpus that fits is decoded once rather than once an epoch; with a fixed
+    # transform (centre crop, no flip) the transformed pixels are kept (data/decoded_cache.py)
     decoded_cache_mb: int = 0
 
 

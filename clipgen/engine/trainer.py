@@ -92,7 +92,8 @@ def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 products run at full speed on `device`: a GPU, or a CPU with AMX tiles. On a CPU
+    """Whether bf16 products run natively on `device`: a GPU (at full speed from Ampere on), or a
+    CPU with AMX tiles. On a CPU
     with AMX, bf16 autocast made the shapes32 VQGAN step 1.5x and the condition transformer's
     1.3x faster (BENCHMARKS.md, "Mixed precision"); on one without it (AVX2 only) bf16 is emulated
     and slower."""

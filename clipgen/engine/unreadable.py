@@ -13,7 +13,7 @@ from pathlib import Path
 
 # weights_only's refusal of a pickled object ("GLOBAL module.name"); an old-format file cut inside
 # a GLOBAL opcode reads as one too ("GLOBAL collections.Or"), which `_pickle_ends_early` tells apart
-UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+) was not an allowed global")
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+) was not an allowed global")
 # how torch.save's files begin: a zip archive, or (before torch 1.6) a pickle of protocol 2
 _CHECKPOINT_MAGIC = (b"PK", b"\x80\x02")
 
@@ -21,7 +21,7 @@ _CHECKPOINT_MAGIC = (b"PK", b"\x80\x02")
 def unsafe_global(path: Path, err: BaseException) -> str | None:
     """The pickled object ("module.name") that safe loading refused, when that is why `path` did
     not load; None for any other failure, a file cut short inside a GLOBAL opcode included."""
-    found = UNSAFE_GLOBAL.search(str(err)) if isinstance(err, pickle.UnpicklingError) else None
+    found = _UNSAFE_GLOBAL.search(str(err)) if isinstance(err, pickle.UnpicklingError) else None
     return found.group(1) if found and not _pickle_ends_early(path) else None
 
 

@@ -272,8 +272,9 @@ class ConditionTransformer(nn.Module):
         `uniforms[b, i]` ([B, num_tokens] in [0, 1)), or from uniforms drawn with `generator`.
         `knowledge` (ARTIST's entity vectors, see `_run`) enters the first token's step only, as
         ARTIST's own sampler uses it. `static_cache` decodes with the fixed-shape step of
-        static_decode.py, one replayed CUDA graph per step on a GPU (logits equal to rounding);
-        it has no effect with `kv_cache=False` or in training mode (dropout runs the general pass)."""
+        static_decode.py, one replayed CUDA graph per step on a GPU (logits equal to rounding; the
+        graph path is tested on the CPU's eager equivalent only, it has not run on a GPU yet); it
+        has no effect with `kv_cache=False` or in training mode (dropout runs the general pass)."""
         # inference mode leaves out autograd's bookkeeping on every operation (a tenth of a step
         # at the demo's size); the tokens are cloned out of it, an ordinary tensor for the caller
         with torch.inference_mode():
@@ -350,13 +351,19 @@ class GrowingCache:
         cache_layer.narrow(2, pos, 1).copy_(x)
 
     @staticmethod
-    def attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: int) -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k_cache.narrow(2, 0, pos + 1), v_cache.narrow(2, 0, pos + 1))
+    def visible(pos: int) -> int:
+        """What `attend` needs to see positions 0..pos, worked out once per step."""
+        return pos + 1
+
+    @staticmethod
+    def attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, visible: int) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k_cache.narrow(2, 0, visible), v_cache.narrow(2, 0, visible))
 
 
 class _DecodeStep:
     """`ConditionTransformer._run` for one new position per row through the KV cache, in eval mode:
-    the same kernels on the same values in the same order, so the logits are bit-identical, minus
+    the same kernels on the same values in the same order, so the logits are bit-identical (outside
+    autocast, where `_run`'s attention stays float32 on a CPU: no sampler runs under it), minus
     what one position does not need: module calls, the [B, 1, C] time axis, position indices,
     F.linear's dispatch layers (it runs mm, or addmm with a bias, on a 2-d input), a RoPE call
     each for queries and keys where one covers both, indexing the 5-d cache. At the demo's width
@@ -385,6 +392,10 @@ class _DecodeStep:
         if self.bias is not None:
             h = h + self.bias
         h = h + at.row(model.pos_emb.weight, pos)
+        # what depends only on the position, once for every layer
+        visible = at.visible(pos)
+        if self.rope is not None:
+            cos, signed_sin = at.row(self.rope.cos, pos), at.row(self.rope.signed_sin, pos)
         layers = zip(model.blocks, self.weights_t, self.layer_bias, cache.k_layers, cache.v_layers)
         for block, (qkv_t, proj_t, fc_t, out_t), layer_bias, k_cache, v_cache in layers:
             if layer_bias is not None:
@@ -395,10 +406,10 @@ class _DecodeStep:
             qkv = _linear(x, qkv_t, attn.qkv.bias).view(rows, 3 * heads, 1, width // heads)
             qk = qkv.narrow(1, 0, 2 * heads)
             if model.rope is not None:  # Rope2D.forward for one position: queries and keys in one pass
-                qk = self.rope.rotate(qk, at.row(self.rope.cos, pos), at.row(self.rope.signed_sin, pos))
+                qk = self.rope.rotate(qk, cos, signed_sin)
             at.store(k_cache, qk.narrow(1, heads, heads), pos)
             at.store(v_cache, qkv.narrow(1, 2 * heads, heads), pos)
-            y = at.attend(qk.narrow(1, 0, heads), k_cache, v_cache, pos)
+            y = at.attend(qk.narrow(1, 0, heads), k_cache, v_cache, visible)
             h = h + _linear(y.transpose(1, 2).reshape(rows, width), proj_t, attn.proj.bias)
             x = F.layer_norm(h, norm_shape, ln_2.weight, ln_2.bias, ln_2.eps)
             x = F.gelu(_linear(x, fc_t, mlp[0].bias), approximate=mlp[1].approximate)

@@ -40,8 +40,13 @@ class FixedShapeCache:
     def store(cache_layer: torch.Tensor, x: torch.Tensor, pos: torch.Tensor) -> None:
         cache_layer.index_copy_(2, pos.view(1), x)
 
-    def attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=(self.slots <= pos).view(1, -1))
+    def visible(self, pos: torch.Tensor) -> torch.Tensor:
+        """The mask of the slots written so far, once per step."""
+        return (self.slots <= pos).view(1, -1)
+
+    @staticmethod
+    def attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=visible)
 
 
 class GraphedDecodeStep:

@@ -29,22 +29,18 @@ class RowPicker:
         self.rows = rows
         self.scale = _column(guidance_scale, rows, torch.float32, device)
         self.temperature = _column(temperature, rows, torch.float32, device)
-        self.top_k = _column(top_k, rows, torch.long, device)
-        self.top_p = _column(top_p, rows, torch.float32, device)
         self.uniforms = uniforms.to(device=device, dtype=torch.float64)
         self.guided = bool((self.scale != 1).any())
         self.greedy = self.temperature <= 0
         self.all_greedy = bool(self.greedy.all())
         self.any_greedy = bool(self.greedy.any())
-        self.max_k = int(self.top_k.max())
-        self.any_top_p = bool((self.top_p < 1).any())
         # what a step would otherwise recompute; each shortcut leaves out only an operation that
         # cannot change a value (a division by 1, a choice between equal operands)
         self.unguided = self.scale == 1  # rows at scale 1 take their conditioned logits as they are
         self.any_unguided = bool(self.unguided.any())
         divisor = torch.where(self.greedy, 1.0, self.temperature)
         self.divisor = None if bool((divisor == 1).all()) else divisor
-        self.filters = _filters(self.top_k, self.top_p, self.max_k, self.any_top_p)
+        self.filters = _filters(top_k, top_p, rows, device)
 
     def pick(self, logits: torch.Tensor, step: int) -> torch.Tensor:
         """[rows or 2·rows, vocab] float logits -> [rows, 1] token ids."""
@@ -82,17 +78,17 @@ def filter_logits(logits: torch.Tensor, top_k: int | torch.Tensor = 0, top_p: fl
     top_p; the rest become -inf. Each setting is one value or a [B, 1] column (top_k 0 or top_p 1
     leave that row unfiltered). A token tied with the last one kept stays too, so what a row keeps
     does not depend on how ties are ordered, nor on the other rows' settings."""
-    rows = logits.shape[0]
-    k = _column(top_k, rows, torch.long, logits.device)
-    p = _column(top_p, rows, torch.float32, logits.device)
-    for keep in _filters(k, p, int(k.max()), bool((p < 1).any())):
+    for keep in _filters(top_k, top_p, logits.shape[0], logits.device):
         logits = keep(logits)
     return logits
 
 
-def _filters(k: torch.Tensor, p: torch.Tensor, max_k: int, any_top_p: bool) -> list:
-    """The filter steps for [B, 1] columns k and p: when every row has a top-k, one step does both
-    from a single torch.topk; else top-k on the rows that have one, then top-p over a full sort."""
+def _filters(top_k, top_p, rows: int, device) -> list:
+    """The filter steps for these settings (one value or one per row): when every row has a top-k,
+    one step does both from a single torch.topk; else top-k on the rows that have one, then top-p
+    over a full sort. Settled once per call, so a sampling step reads nothing back from the device."""
+    k, p = _column(top_k, rows, torch.long, device), _column(top_p, rows, torch.float32, device)
+    max_k, any_top_p = int(k.max()), bool((p < 1).any())
     if max_k > 0 and bool((k > 0).all()):
         return [_TopKThenP(k, max_k, p if any_top_p else None)]
     return ([_TopK(k, max_k)] if max_k > 0 else []) + ([_TopP(p)] if any_top_p else [])
@@ -102,7 +98,7 @@ class _TopKThenP:
     """Top-k, then top-p among the k largest, for fixed [B, 1] columns (every k > 0; p None: no
     top-p), as one threshold per row: the larger of the k-th largest logit and the smallest logit
     top-p keeps. Only the `max_k` largest logits are sorted (torch.topk), not the vocabulary: at
-    16384 codes with top-k 500 and top-p 0.95 (clip-gen's settings) the pick is 1.8-1.9x faster than
+    16384 codes with top-k 500 and top-p 0.95 (clip-gen's settings) the pick is 1.3-1.6x faster than
     top-k's mask followed by a second sort for top-p (bench/bench_pick.py, BENCHMARKS.md)."""
 
     def __init__(self, k: torch.Tensor, max_k: int, p: torch.Tensor | None):
