@@ -56,8 +56,9 @@ def train_and_judge(demo: Path, out: Path, seed: int, overrides: list[str]) -> d
     result_file = out / "result.json"
     if result_file.is_file():  # a finished run is not trained again, but only for the same overrides
         result = json.loads(result_file.read_text())
-        if result["overrides"] != overrides:
-            raise SystemExit(f"{out} holds a run with the overrides {result['overrides']}, not {overrides}: use another name or --out")
+        if result["overrides"] != overrides or result.get("seed") != seed:
+            raise SystemExit(f"{out} holds a run with the overrides {result['overrides']} and seed {result.get('seed')}, not "
+                             f"{overrides} and {seed}: use another name or --out")  # fmt: skip
         return result
     start = time.process_time()
     stages.train_stage(GPTTrainConfig, RECIPE, demo_overrides(demo, out / "none", seed) + overrides, GPTTask, lambda cfg: cfg.model)
@@ -69,7 +70,7 @@ def train_and_judge(demo: Path, out: Path, seed: int, overrides: list[str]) -> d
         score, _ = judge_prompts(ClipGenPipeline.from_pretrained(run), prompts, guidance_scale=1.5, top_k=1)
     metrics = [json.loads(line) for line in (out / "none" / "metrics.jsonl").read_text().splitlines()]
     val_loss = [row["eval/val_loss"] for row in metrics if "eval/val_loss" in row]
-    result = {"overrides": overrides, "train_cpu_s": round(train_cpu, 1), "val_loss": val_loss[-1] if val_loss else None,
+    result = {"overrides": overrides, "seed": seed, "train_cpu_s": round(train_cpu, 1), "val_loss": val_loss[-1] if val_loss else None,
               "pct": {k: round(v, 1) for k, v in score.accuracy().items()}}  # fmt: skip
     result_file.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     return result

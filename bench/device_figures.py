@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from bench.bench_sampler_steps import step_weight_bytes  # noqa: E402
 from bench.bench_vqgan import bench_overrides, time_steps as vqgan_step_s  # noqa: E402
 from bench.machine import cpu_name  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
-from clipgen.models.gpt import ConditionTransformer, adamw_param_groups  # noqa: E402
+from clipgen.models.gpt import ConditionTransformer  # noqa: E402
 from clipgen.train.gpt import GPTTrainConfig, make_optimizer  # noqa: E402
 from clipgen.train.vqgan import VQGANTrainConfig  # noqa: E402
 
@@ -134,8 +135,8 @@ def gpt_step(model, optimizer, batch: int, device: torch.device, forward=None):
 
 
 def fused_adamw(model, train_cfg: GPTTrainConfig, device: torch.device):
-    return torch.optim.AdamW(adamw_param_groups(model, train_cfg.optim.weight_decay), lr=train_cfg.optim.lr,
-                             betas=tuple(train_cfg.optim.betas), fused=device.type == "cuda")  # fmt: skip
+    """The trainer's AdamW (nanoGPT's groups), fused on a GPU, whatever optimizer the config names."""
+    return make_optimizer(model, replace(train_cfg.optim, optimizer="adamw"), fused=device.type == "cuda")
 
 
 def largest_batch(train_cfg: GPTTrainConfig, device: torch.device, start: int, limit: int) -> int:

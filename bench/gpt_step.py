@@ -5,7 +5,7 @@ conditions, in one process, so the ratios compare like with like:
 
     python bench/gpt_step.py                       # the shipped config and the variants it adds up from
     python bench/gpt_step.py --steps 100 --variant "adamw" "muon,rope_2d"
-    python bench/gpt_step.py --variant shipped --before 3d5c04c     # the model code of a revision against the tree's
+    python bench/gpt_step.py --variant shipped --before 3d5c04c --rounds 3   # the model code of a revision against the tree's
     OMP_NUM_THREADS=1 python bench/gpt_step.py --rounds 3 --variant model.n_layer=4 model.n_layer=3 model.n_layer=2
     python bench/gpt_step.py --rounds 3 --variant run.precision=fp32 run.precision=bf16
 

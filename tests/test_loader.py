@@ -284,14 +284,20 @@ def test_the_decoded_image_cache_changes_no_batch_and_decodes_each_image_once(sh
     assert len(decodes) == 3 * N_IMAGES and keys_of(tiny) == keys_of(plain)  # 0: no cache at all
 
 
-def test_without_random_crop_or_flip_the_cache_keeps_transformed_pixels_and_changes_no_batch(shapes_dir, decodes):
+def test_without_random_crop_or_flip_the_cache_keeps_transformed_pixels_and_changes_no_batch(shapes_dir, decodes, monkeypatch):
+    from clipgen.data.transforms import ImageTransform
+
+    transformed = []
+    real_pixels = ImageTransform.pixels
+    monkeypatch.setattr(ImageTransform, "pixels", lambda self, *a: transformed.append(1) or real_pixels(self, *a))
     fixed = {"shards": str(shapes_dir), "crop": "center", "flip": False}  # the toy CLIP's settings
     batches = 3 * N_IMAGES // 4
     plain = collect(make_image_loader(ImageDataConfig(**fixed), batch_size=4, seed=5), batches)
-    decodes.clear()
+    decodes.clear(), transformed.clear()
     cached = collect(make_image_loader(ImageDataConfig(**fixed, decoded_cache_mb=1), batch_size=4, seed=5), batches)
     assert keys_of(plain) == keys_of(cached) and all(torch.equal(a["image"], b["image"]) for a, b in zip(plain, cached))
     assert len(decodes) == N_IMAGES
+    assert len(transformed) == N_IMAGES  # resized and cropped once too: the pixels are what is kept
 
 
 def test_the_cache_keeps_what_was_made_until_its_budget_is_spent():

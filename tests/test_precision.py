@@ -50,5 +50,6 @@ def test_gpt_step_under_cpu_autocast_follows_the_float32_step():
 
     (loss32, grad32), (loss16, grad16) = loss_and_gradient(False), loss_and_gradient(True)
     assert grad16.dtype == torch.float32  # the weights and their gradients stay float32
+    assert loss16 != loss32  # autocast did take effect
     assert abs(loss16 - loss32) < 2e-2
     assert F.cosine_similarity(grad16, grad32, dim=0) > 0.99
