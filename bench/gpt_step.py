@@ -10,7 +10,7 @@ conditions, in one process, so the ratios compare like with like:
     python bench/gpt_step.py --rounds 3 --variant run.precision=fp32 run.precision=bf16
 
 Each step runs under autocast as the trainer would with the variant's `run.precision` ("auto": bf16
-on a CPU with AMX, float32 on others).
+on a CPU with AMX or AVX512-BF16, float32 on others).
 
 With `--before REV` each variant is timed twice, alternating: models/gpt.py and models/rope.py as of
 REV (bench/revision.py) and as in the working tree, on the same initial weights, and the script

@@ -12,11 +12,11 @@ from clipgen.models.attention import attention
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_is_bf16_where_the_hardware_multiplies_bf16_natively(monkeypatch, amx):
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+@pytest.mark.parametrize("amx, avx512_bf16", [(True, True), (False, True), (False, False)])
+def test_auto_is_bf16_where_the_hardware_multiplies_bf16_natively(monkeypatch, amx, avx512_bf16):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, "amx_tile": amx, "avx512_bf16": avx512_bf16})
     auto, fp32, bf16 = (RunConfig(out_dir="x", precision=p) for p in ("auto", "fp32", "bf16"))
-    assert autocast_dtype(auto, CPU) == (torch.bfloat16 if amx else None)
+    assert autocast_dtype(auto, CPU) == (torch.bfloat16 if amx or avx512_bf16 else None)
     assert autocast_dtype(auto, CUDA) == torch.bfloat16
     assert autocast_dtype(fp32, CPU) is None and autocast_dtype(fp32, CUDA) is None
     assert autocast_dtype(bf16, CPU) == torch.bfloat16  # asked for: also where it is emulated

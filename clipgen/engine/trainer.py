@@ -42,7 +42,8 @@ class RunConfig:
     keep_checkpoints: int = 2
     ema_decay: float = 0.999  # 0 turns EMA off
     device: str = "auto"  # auto | cpu | cuda
-    # auto: bf16 autocast where the hardware multiplies bf16 natively (a GPU, a CPU with AMX), else fp32
+    # auto: bf16 autocast where the hardware multiplies bf16 natively (a GPU, a CPU with AMX or
+    # AVX512-BF16), else fp32
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False  # torch.compile the model
 
@@ -93,14 +94,14 @@ def autocast_dtype(run: RunConfig, device: torch.device) -> torch.dtype | None:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 products run natively on `device`: a GPU (at full speed from Ampere on), or a
-    CPU with AMX tiles. On a CPU
-    with AMX, bf16 autocast made the shapes32 VQGAN step 1.5x and the condition transformer's
-    1.3x faster (BENCHMARKS.md, "Mixed precision"); on one without it (AVX2 only) bf16 is emulated
-    and slower."""
+    CPU with bf16 instructions, AMX tiles (Intel Sapphire Rapids on) or AVX512-BF16 (AMD Zen 4 on,
+    Intel Cooper Lake). There bf16 autocast made the condition transformer's step 1.3x faster on
+    two threads (AMX and AVX512-BF16 alike) and 1.4-1.5x on one (BENCHMARKS.md, "Mixed
+    precision"); a CPU with neither (AVX2 only) would emulate bf16, slower than float32."""
     if device.type == "cuda":
         return True
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own CPU-feature probe (private)
-    return device.type == "cpu" and amx is not None and amx()
+    capabilities = torch.cpu.get_capabilities()
+    return device.type == "cpu" and bool(capabilities.get("amx_tile") or capabilities.get("avx512_bf16"))
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):

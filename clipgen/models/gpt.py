@@ -74,7 +74,6 @@ class KVCache:
         self.k = make(shape, device=device, dtype=dtype)
         self.v = make(shape, device=device, dtype=dtype)
         self.k_layers, self.v_layers = self.k.unbind(0), self.v.unbind(0)  # per-layer views, made once
-        self.length = 0  # positions filled so far
 
 
 class SelfAttention(nn.Module):
@@ -229,8 +228,6 @@ class ConditionTransformer(nn.Module):
             if layer_bias is not None:
                 h = h + layer_bias[:, layer].unsqueeze(1)
             h = block(h, cache, layer, self.rope, start)
-        if cache is not None:
-            cache.length += x.shape[1]
         if knowledge is not None:
             h = mix_entity_knowledge(h, self.ent_emb(knowledge.to(h.dtype)))
         return self.head(self.ln_f(h[:, first_logit:]))
@@ -414,7 +411,6 @@ class _DecodeStep:
             x = F.layer_norm(h, norm_shape, ln_2.weight, ln_2.bias, ln_2.eps)
             x = F.gelu(_linear(x, fc_t, mlp[0].bias), approximate=mlp[1].approximate)
             h = h + _linear(x, out_t, mlp[2].bias)
-        cache.length += 1
         ln_f = model.ln_f
         return _linear(F.layer_norm(h, norm_shape, ln_f.weight, ln_f.bias, ln_f.eps), self.head_t, model.head.bias)
 

@@ -58,7 +58,6 @@ class GraphedDecodeStep:
     def __init__(self, step):
         cache = step.cache
         device, rows = cache.k.device, cache.k.shape[1]
-        self.cache = cache
         self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
         # the warm-up writes the first image token's slot, which the first real step writes
         # again before anything reads it (capturing records the kernels without running them)
@@ -77,7 +76,6 @@ class GraphedDecodeStep:
         self.tokens.copy_(tokens)
         self.pos.fill_(pos)
         self.graph.replay()
-        self.cache.length = pos + 1
         return self.logits
 
 
