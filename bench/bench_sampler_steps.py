@@ -52,6 +52,7 @@ import clipgen.models.gpt as tree_gpt  # noqa: E402
 from bench.machine import cpu_name  # noqa: E402
 from bench.revision import config_as_of, load_revision  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
+from clipgen.models.gpt import decode_product  # noqa: E402
 from clipgen.train.gpt import GPTTrainConfig  # noqa: E402
 
 SCALES = {"demo": "configs/gpt/shapes32.yaml", "paper": "configs/gpt/medium_f16_16384.yaml"}
@@ -158,20 +159,21 @@ def matmul_replay_s(model, rows: int, repeats: int = 200) -> float:
     weights = [m.weight for block in model.blocks for m in (block.attn.qkv, block.attn.proj, block.mlp[0], block.mlp[2])]
     weights.append(model.head.weight)
     inputs = [torch.randn(rows, w.shape[1], dtype=w.dtype) for w in weights]
+    products = [decode_product(w, None) for w in weights]  # the kernels the sampler's step runs
     best = float("inf")
     with torch.inference_mode():  # as the sampler runs
         for _ in range(5):
             start = time.perf_counter()
             for _ in range(repeats):
-                for x, w in zip(inputs, weights):
-                    F.linear(x, w)
+                for x, product in zip(inputs, products):
+                    product(x)
             best = min(best, (time.perf_counter() - start) / repeats)
     return best
 
 
 def kernel_ceilings(model, rows: int, passes: int = 3) -> dict:
     """GB/s of weights through the step's matrix products alone (every block matrix and the head,
-    the model's own weights), as the sampler runs them and in two other forms, each with whether
+    the model's own weights), as the sampler runs them and in three other forms, each with whether
     its results are bit-identical to the sampler's. Row halves on two Python threads (torch on 1
     thread each) would need the process's thread settings changed: measured here, not used."""
     from concurrent.futures import ThreadPoolExecutor
@@ -186,11 +188,12 @@ def kernel_ceilings(model, rows: int, passes: int = 3) -> dict:
         top, bottom = pool.submit(F.linear, x, w[: w.shape[0] // 2]), pool.submit(F.linear, x, w[w.shape[0] // 2 :])
         return torch.cat([top.result(), bottom.result()], dim=1)
 
-    forms = {"F.linear (the sampler)": F.linear, "W @ x.T": lambda x, w: (w @ x.t()).t(),
+    forms = {"the sampler's (gpt.decode_product: oneDNN from LARGE_PRODUCT weights, else mm)": lambda x, w: decode_product(w, None)(x),
+             "F.linear (MKL's mm)": F.linear, "W @ x.T": lambda x, w: (w @ x.t()).t(),
              "F.linear on row halves, 2 Python threads": halves}  # fmt: skip
     out, threads = {}, torch.get_num_threads()
     with torch.inference_mode():
-        reference = [F.linear(x, w) for x, w in zip(inputs, weights)]
+        reference = [decode_product(w, None)(x) for x, w in zip(inputs, weights)]
         for name, form in forms.items():
             if form is halves:
                 torch.set_num_threads(1)

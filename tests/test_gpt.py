@@ -117,6 +117,32 @@ def test_the_cached_decoding_step_gives_the_logits_of_the_general_forward_bit_fo
         assert torch.equal(fast.k[:, :, :, :filled], general.k[:, :, :, :filled])
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_large_products_go_through_onednn_and_give_the_general_logits_to_rounding(bias):
+    # from LARGE_PRODUCT weights on, the cached step's products are oneDNN's linear (MKL's few-row
+    # product is slow on AMD EPYC): here the MLP and the head, while qkv and proj stay mm; the
+    # logits equal the general forward's up to float32 rounding
+    from clipgen.models.gpt import LARGE_PRODUCT, KVCache, _DecodeStep, decode_product
+
+    x, small, large = torch.randn(3, 512), torch.randn(1000, 512), torch.randn(LARGE_PRODUCT // 512, 512)
+    assert torch.equal(decode_product(small, None)(x), torch.mm(x, small.t()))
+    with torch.inference_mode():
+        assert torch.equal(decode_product(large, None)(x), torch.ops.mkldnn._linear_pointwise(x, large, None, "none", [], ""))
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=LARGE_PRODUCT // 512, block_size=9, cond_dim=12, n_prefix=2, n_layer=1, n_head=4, n_embd=512,
+                    bias=bias, cond_every_token=True, rope_2d=True)  # fmt: skip
+    model = ConditionTransformer(cfg).eval()
+    prefix, token_bias, layer_bias = model._sampling_conditions(torch.randn(2, 12), guided=True)
+    general, fast = (KVCache(cfg, 4, "cpu", torch.float32) for _ in range(2))
+    with torch.inference_mode():
+        model._run(prefix, 0, general, layer_bias), model._run(prefix, 0, fast, layer_bias)
+        step = _DecodeStep(model, fast, token_bias, layer_bias)
+        for i, tokens in enumerate(torch.randint(0, cfg.vocab_size, (cfg.block_size - 1, 4))):
+            pos = cfg.n_prefix + i
+            expected = model._run(model.embed_tokens(tokens.view(-1, 1), token_bias), pos, general, layer_bias)[:, -1]
+            torch.testing.assert_close(step(tokens, pos), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("guidance", [1.0, torch.tensor([1.0, 2.5, 1.5, 4.0])])
 def test_kv_cache_sampler_matches_the_naive_one_in_float32_with_per_row_settings(guidance):
     model = tiny(torch.float32, cond_every_token=True, cond_every_layer=True, rope_2d=True)

@@ -360,7 +360,8 @@ class GrowingCache:
 class _DecodeStep:
     """`ConditionTransformer._run` for one new position per row through the KV cache, in eval mode:
     the same kernels on the same values in the same order, so the logits are bit-identical (outside
-    autocast, where `_run`'s attention stays float32 on a CPU: no sampler runs under it), minus
+    autocast, where `_run`'s attention stays float32 on a CPU: no sampler runs under it; large
+    float32 weights on a CPU go through oneDNN, equal to rounding: `decode_product`), minus
     what one position does not need: module calls, the [B, 1, C] time axis, position indices,
     F.linear's dispatch layers (it runs mm, or addmm with a bias, on a 2-d input), a RoPE call
     each for queries and keys where one covers both, indexing the 5-d cache. At the demo's width
@@ -375,9 +376,9 @@ class _DecodeStep:
         self.at = addressing or GrowingCache()
         self.layer_bias = [None] * cfg.n_layer if layer_bias is None else layer_bias.unbind(1)
         self.heads, self.width, self.norm_shape = cfg.n_head, cfg.n_embd, (cfg.n_embd,)
-        # the transposed views F.linear would make at every call
-        self.weights_t = [tuple(m.weight.t() for m in (b.attn.qkv, b.attn.proj, b.mlp[0], b.mlp[2])) for b in model.blocks]
-        self.head_t = model.head.weight.t()
+        self.products = [tuple(decode_product(m.weight, m.bias) for m in (b.attn.qkv, b.attn.proj, b.mlp[0], b.mlp[2]))
+                         for b in model.blocks]  # fmt: skip
+        self.head_product = decode_product(model.head.weight, model.head.bias)
         self.rope = model.rope
 
     def __call__(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
@@ -393,31 +394,48 @@ class _DecodeStep:
         visible = at.visible(pos)
         if self.rope is not None:
             cos, signed_sin = at.row(self.rope.cos, pos), at.row(self.rope.signed_sin, pos)
-        layers = zip(model.blocks, self.weights_t, self.layer_bias, cache.k_layers, cache.v_layers)
-        for block, (qkv_t, proj_t, fc_t, out_t), layer_bias, k_cache, v_cache in layers:
+        layers = zip(model.blocks, self.products, self.layer_bias, cache.k_layers, cache.v_layers)
+        for block, (qkv, proj, fc, out), layer_bias, k_cache, v_cache in layers:
             if layer_bias is not None:
                 h = h + layer_bias
-            attn, ln_1, ln_2, mlp = block.attn, block.ln_1, block.ln_2, block.mlp
+            ln_1, ln_2, mlp = block.ln_1, block.ln_2, block.mlp
             x = F.layer_norm(h, norm_shape, ln_1.weight, ln_1.bias, ln_1.eps)
             # [rows, 3C] viewed as [rows, 3·heads, 1, head_dim]: queries, keys, values of one position
-            qkv = _linear(x, qkv_t, attn.qkv.bias).view(rows, 3 * heads, 1, width // heads)
-            qk = qkv.narrow(1, 0, 2 * heads)
+            qkv_rows = qkv(x).view(rows, 3 * heads, 1, width // heads)
+            qk = qkv_rows.narrow(1, 0, 2 * heads)
             if model.rope is not None:  # Rope2D.forward for one position: queries and keys in one pass
                 qk = self.rope.rotate(qk, cos, signed_sin)
             at.store(k_cache, qk.narrow(1, heads, heads), pos)
-            at.store(v_cache, qkv.narrow(1, 2 * heads, heads), pos)
+            at.store(v_cache, qkv_rows.narrow(1, 2 * heads, heads), pos)
             y = at.attend(qk.narrow(1, 0, heads), k_cache, v_cache, visible)
-            h = h + _linear(y.transpose(1, 2).reshape(rows, width), proj_t, attn.proj.bias)
+            h = h + proj(y.transpose(1, 2).reshape(rows, width))
             x = F.layer_norm(h, norm_shape, ln_2.weight, ln_2.bias, ln_2.eps)
-            x = F.gelu(_linear(x, fc_t, mlp[0].bias), approximate=mlp[1].approximate)
-            h = h + _linear(x, out_t, mlp[2].bias)
+            x = F.gelu(fc(x), approximate=mlp[1].approximate)
+            h = h + out(x)
         ln_f = model.ln_f
-        return _linear(F.layer_norm(h, norm_shape, ln_f.weight, ln_f.bias, ln_f.eps), self.head_t, model.head.bias)
+        return self.head_product(F.layer_norm(h, norm_shape, ln_f.weight, ln_f.bias, ln_f.eps))
 
 
-def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """F.linear(x, weight, bias) for a 2-d x, as F.linear computes it (mm, or addmm with a bias)."""
-    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+# From this many weights on (4 MB in float32), a decode step's product on a CPU goes through oneDNN
+LARGE_PRODUCT = 1 << 20
+
+
+def decode_product(weight: torch.Tensor, bias: torch.Tensor | None):
+    """x [rows, in] -> F.linear(x, weight, bias) for the decoding step's few rows. Small weights
+    (the demo's): torch.mm / addmm on the transposed view, the kernels F.linear runs, so the step
+    stays bit-identical to `_run`. From LARGE_PRODUCT float32 weights on a CPU: oneDNN's linear,
+    equal to rounding. MKL's product of a few rows with a transposed weight is slow on some CPUs:
+    on an AMD EPYC (Zen 4), the 384 x 16384 head took 3.5 ms for 4 rows through mm and 1.2 ms
+    through oneDNN (BENCHMARKS.md, "against HFAiLab/clip-gen"). The op is torch's own (what
+    inductor calls for CPU linears) but not public: where it is missing, mm it is."""
+    onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if (onednn is not None and torch.backends.mkldnn.is_available() and weight.device.type == "cpu"
+            and weight.dtype == torch.float32 and weight.numel() >= LARGE_PRODUCT):  # fmt: skip
+        return lambda x: onednn(x, weight, bias, "none", [], "")
+    weight_t = weight.t()  # the transposed view F.linear would make at every call
+    if bias is None:
+        return lambda x: torch.mm(x, weight_t)
+    return lambda x: torch.addmm(bias, x, weight_t)
 
 
 def adamw_param_groups(model: nn.Module, weight_decay: float, skip: set[int] = frozenset()) -> list[dict]:
