@@ -425,9 +425,10 @@ def decode_product(weight: torch.Tensor, bias: torch.Tensor | None):
     (the demo's): torch.mm / addmm on the transposed view, the kernels F.linear runs, so the step
     stays bit-identical to `_run`. From LARGE_PRODUCT float32 weights on a CPU: oneDNN's linear,
     equal to rounding. MKL's product of a few rows with a transposed weight is slow on some CPUs:
-    on an AMD EPYC (Zen 4), the 384 x 16384 head took 3.5 ms for 4 rows through mm and 1.2 ms
-    through oneDNN (BENCHMARKS.md, "against HFAiLab/clip-gen"). The op is torch's own (what
-    inductor calls for CPU linears) but not public: where it is missing, mm it is."""
+    on an AMD EPYC (Zen 4) a paper-scale step's products ran at 8.6 GB/s through mm and 21.6
+    through oneDNN for 2 rows, and the step 2.4x faster (BENCHMARKS.md, "Time per token"). The op
+    is torch's own (what inductor calls for CPU linears) but not public: where it is missing, mm
+    it is."""
     onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
     if (onednn is not None and torch.backends.mkldnn.is_available() and weight.device.type == "cpu"
             and weight.dtype == torch.float32 and weight.numel() >= LARGE_PRODUCT):  # fmt: skip
