@@ -16,8 +16,10 @@ A step is the interval between two consecutive token picks (RowPicker.pick: the 
 forward pass of one position through the cache). After a `--warmup` of steps, `--steps` steps are
 timed; ms/step is the median of every timed step of every repeat. "before" is the sampler of
 `--before` (a git revision, HEAD by default), loaded from `git show REV:clipgen/models/gpt.py`
-into a temporary module and run on the same weights; runs of the two alternate. The script checks
-that both pick the same tokens from the same logits, bit for bit, at every step.
+into a temporary module and run on the same weights; runs of the two alternate. The script says
+whether both pick the same tokens from the same logits, bit for bit, at every step (at paper scale
+against a revision before 89622b1 they do not: the step's large products went from MKL to oneDNN,
+equal to rounding).
 
 At paper scale it also measures the machine's memory bandwidth in the same run (best of
 `--bw-repeats`): a copy of a 1 GiB float32 tensor, `dst.copy_(src)`, counted as bytes read +
@@ -52,7 +54,6 @@ import clipgen.models.gpt as tree_gpt  # noqa: E402
 from bench.machine import cpu_name  # noqa: E402
 from bench.revision import config_as_of, load_revision  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
-from clipgen.models.gpt import decode_product  # noqa: E402
 from clipgen.train.gpt import GPTTrainConfig  # noqa: E402
 
 SCALES = {"demo": "configs/gpt/shapes32.yaml", "paper": "configs/gpt/medium_f16_16384.yaml"}
@@ -159,7 +160,7 @@ def matmul_replay_s(model, rows: int, repeats: int = 200) -> float:
     weights = [m.weight for block in model.blocks for m in (block.attn.qkv, block.attn.proj, block.mlp[0], block.mlp[2])]
     weights.append(model.head.weight)
     inputs = [torch.randn(rows, w.shape[1], dtype=w.dtype) for w in weights]
-    products = [decode_product(w, None) for w in weights]  # the kernels the sampler's step runs
+    products = [tree_gpt.decode_product(w, None) for w in weights]  # the kernels the sampler's step runs
     best = float("inf")
     with torch.inference_mode():  # as the sampler runs
         for _ in range(5):
@@ -188,12 +189,13 @@ def kernel_ceilings(model, rows: int, passes: int = 3) -> dict:
         top, bottom = pool.submit(F.linear, x, w[: w.shape[0] // 2]), pool.submit(F.linear, x, w[w.shape[0] // 2 :])
         return torch.cat([top.result(), bottom.result()], dim=1)
 
-    forms = {"the sampler's (gpt.decode_product: oneDNN from LARGE_PRODUCT weights, else mm)": lambda x, w: decode_product(w, None)(x),
+    sampler_products = {id(w): tree_gpt.decode_product(w, None) for w in weights}  # made once, as the sampler does
+    forms = {"the sampler's (gpt.decode_product: oneDNN from LARGE_PRODUCT weights, else mm)": lambda x, w: sampler_products[id(w)](x),
              "F.linear (MKL's mm)": F.linear, "W @ x.T": lambda x, w: (w @ x.t()).t(),
              "F.linear on row halves, 2 Python threads": halves}  # fmt: skip
     out, threads = {}, torch.get_num_threads()
     with torch.inference_mode():
-        reference = [decode_product(w, None)(x) for x, w in zip(inputs, weights)]
+        reference = [sampler_products[id(w)](x) for x, w in zip(inputs, weights)]
         for name, form in forms.items():
             if form is halves:
                 torch.set_num_threads(1)

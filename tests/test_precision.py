@@ -12,7 +12,7 @@ from clipgen.models.attention import attention
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
 
 
-@pytest.mark.parametrize("amx, avx512_bf16", [(True, True), (False, True), (False, False)])
+@pytest.mark.parametrize("amx, avx512_bf16", [(True, True), (True, False), (False, True), (False, False)])
 def test_auto_is_bf16_where_the_hardware_multiplies_bf16_natively(monkeypatch, amx, avx512_bf16):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, "amx_tile": amx, "avx512_bf16": avx512_bf16})
     auto, fp32, bf16 = (RunConfig(out_dir="x", precision=p) for p in ("auto", "fp32", "bf16"))

@@ -427,11 +427,11 @@ def decode_product(weight: torch.Tensor, bias: torch.Tensor | None):
     equal to rounding. MKL's product of a few rows with a transposed weight is slow on some CPUs:
     on an AMD EPYC (Zen 4) a paper-scale step's products ran at 8.6 GB/s through mm and 21.6
     through oneDNN for 2 rows, and the step 2.4x faster (BENCHMARKS.md, "Time per token"). The op
-    is torch's own (what inductor calls for CPU linears) but not public: where it is missing, mm
-    it is."""
+    is torch's own but not public: where it is missing or oneDNN is switched off
+    (`torch.backends.mkldnn`), mm it is. Inference only: the op has no backward."""
     onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-    if (onednn is not None and torch.backends.mkldnn.is_available() and weight.device.type == "cpu"
-            and weight.dtype == torch.float32 and weight.numel() >= LARGE_PRODUCT):  # fmt: skip
+    usable = onednn is not None and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    if usable and weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.numel() >= LARGE_PRODUCT:
         return lambda x: onednn(x, weight, bias, "none", [], "")
     weight_t = weight.t()  # the transposed view F.linear would make at every call
     if bias is None:

@@ -58,6 +58,9 @@ class GraphedDecodeStep:
     def __init__(self, step):
         cache = step.cache
         device, rows = cache.k.device, cache.k.shape[1]
+        # the graph replays reads of the step's tensors (the cache, the mask's slot positions, the
+        # condition rows) by address: keep them alive as long as the graph
+        self.step = step
         self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
         # the warm-up writes the first image token's slot, which the first real step writes
         # again before anything reads it (capturing records the kernels without running them)
