@@ -104,3 +104,39 @@ def test_state_of_other_groups_is_refused():
     state["param_groups"][0]["muon"] = False
     with pytest.raises(ValueError, match="other Muon / AdamW groups"):
         _optimizer(_model()).load_state_dict(state)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_muon_runs_newton_schulz_in_float32_where_bf16_is_not_native(monkeypatch, native):
+    # torch's bf16 Newton–Schulz is emulated without native bf16 (4.2x the step with oneDNN held to AVX2)
+    from clipgen.train.muon import Float32Muon
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, "amx_tile": False, "avx512_bf16": native})
+    muon = _optimizer(_model()).muon
+    assert type(muon) is (torch.optim.Muon if native else Float32Muon)
+
+
+def test_float32_muon_takes_torchs_steps_up_to_bf16_rounding_and_shares_its_state():
+    from clipgen.train.muon import Float32Muon
+
+    torch.manual_seed(0)
+    shapes = [(48, 16), (16, 48), (32, 32)]  # tall, wide, square
+    start = [torch.randn(shape) for shape in shapes]
+    grads = [[torch.randn(shape) for shape in shapes] for _ in range(3)]
+    settings = dict(lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.01, adjust_lr_fn="original")
+    runs = {}
+    for kind in (torch.optim.Muon, Float32Muon):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        opt = kind(params, **settings)
+        for step_grads in grads:
+            for param, grad in zip(params, step_grads):
+                param.grad = grad.clone()
+            opt.step()
+        runs[kind] = params, opt
+    (torch_params, torch_opt), (ours, our_opt) = runs[torch.optim.Muon], runs[Float32Muon]
+    for theirs, mine, begin in zip(torch_params, ours, start):
+        moved = (theirs - begin).norm()
+        assert moved > 0.01 and (mine - theirs).norm() < 0.02 * moved  # the same steps, bf16 apart
+    # the same checkpoint format both ways: one loads the other's state
+    Float32Muon([torch.nn.Parameter(p.clone()) for p in start], **settings).load_state_dict(torch_opt.state_dict())
+    assert torch_opt.state_dict()["param_groups"] == our_opt.state_dict()["param_groups"]

@@ -11,14 +11,20 @@ keep AdamW (the recipe's split).
 The steps are torch's: torch.optim.Muon (five quintic Newton–Schulz steps in bf16) for the
 matrices, torch.optim.AdamW for the rest. clipgen had its own Muon (fp32, same-shape matrices
 orthogonalised as one batch) until bench/bench_muon.py found torch's as accurate on shapes-zh and
-not slower (BENCHMARKS.md). MuonAndAdamW puts the two behind one optimizer's face, so the trainer,
-checkpoints and resume treat it like any other optimizer.
+not slower (BENCHMARKS.md). Where bf16 is not native (an AVX2-only CPU), torch's bf16 steps are
+emulated and made the shapes32 training step 4.2x slower: there Float32Muon runs the same update
+with its Newton–Schulz steps in float32. MuonAndAdamW puts Muon and AdamW behind one optimizer's
+face, so the trainer, checkpoints and resume treat it like any other optimizer.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+from clipgen.engine.trainer import native_bf16
 
 
 class MuonAndAdamW:
@@ -33,7 +39,9 @@ class MuonAndAdamW:
         adamw_groups = [{**g, "muon": False} for g in groups if not g.get("muon")]
         # the recipe: Nesterov momentum, no decay on the matrices, and the update scaled by
         # sqrt(max(1, rows / cols)) ("original"), so tall and wide matrices move alike per unit lr
-        self.muon = torch.optim.Muon(muon_groups, momentum=momentum, nesterov=True, weight_decay=0.0, adjust_lr_fn="original")
+        devices = {p.device for g in muon_groups for p in g["params"]}
+        muon_class = torch.optim.Muon if all(native_bf16(d) for d in devices) else Float32Muon
+        self.muon = muon_class(muon_groups, momentum=momentum, nesterov=True, weight_decay=0.0, adjust_lr_fn="original")
         self.adamw = torch.optim.AdamW(adamw_groups, betas=tuple(betas), fused=fused)
 
     @property
@@ -87,6 +95,52 @@ class MuonAndAdamW:
                 state[i] = {"momentum_buffer": state[i]["momentum_buffer"] * (1 - saved["momentum"])}
         kept = {key: saved[key] for key in ("lr", "momentum", "weight_decay", "params")}
         return {**{k: v for k, v in current.items() if k != "params"}, **kept}
+
+
+class Float32Muon(torch.optim.Muon):
+    """torch.optim.Muon's update with the Newton–Schulz steps in float32 instead of bf16: its groups,
+    state (`momentum_buffer`) and checkpoints are torch's, and its updates equal torch's up to bf16
+    rounding. For devices without native bf16, where torch's bf16 products are emulated (BENCHMARKS.md,
+    "The demo": the shipped step 70 -> 293 ms with oneDNN held to AVX2). Nesterov or plain momentum,
+    decoupled weight decay, and the "original" lr adjustment only (what MuonAndAdamW sets)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["adjust_lr_fn"] not in (None, "original"):
+                raise ValueError(f"Float32Muon supports adjust_lr_fn 'original' only, not {group['adjust_lr_fn']!r}")
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad
+                state = self.state[param]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(grad)
+                buf = state["momentum_buffer"]
+                buf.lerp_(grad, 1 - group["momentum"])
+                update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                update = _orthogonalise_float32(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                rows, cols = param.shape[:2]
+                param.mul_(1 - group["lr"] * group["weight_decay"])
+                param.add_(update, alpha=-group["lr"] * math.sqrt(max(1.0, rows / cols)))
+        return loss
+
+
+def _orthogonalise_float32(matrix: torch.Tensor, coefficients, steps: int, eps: float) -> torch.Tensor:
+    """The quintic Newton–Schulz iteration torch.optim.Muon runs, in float32: scaled to norm ≤ 1,
+    worked on the wide orientation (fewer rows: the smaller Gram matrix), then turned back."""
+    a, b, c = coefficients
+    tall = matrix.shape[0] > matrix.shape[1]
+    x = matrix.float().T if tall else matrix.float()
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return (x.T if tall else x).to(matrix.dtype)
 
 
 def is_hidden_matrix(name: str, param: nn.Parameter) -> bool:
