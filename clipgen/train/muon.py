@@ -50,10 +50,7 @@ class MuonAndAdamW:
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _loss_of(closure)
         self.muon.step()
         self.adamw.step()
         return loss
@@ -106,10 +103,7 @@ class Float32Muon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _loss_of(closure)
         for group in self.param_groups:
             if group["adjust_lr_fn"] not in (None, "original"):
                 raise ValueError(f"Float32Muon supports adjust_lr_fn 'original' only, not {group['adjust_lr_fn']!r}")
@@ -128,6 +122,14 @@ class Float32Muon(torch.optim.Muon):
                 param.mul_(1 - group["lr"] * group["weight_decay"])
                 param.add_(update, alpha=-group["lr"] * math.sqrt(max(1.0, rows / cols)))
         return loss
+
+
+def _loss_of(closure):
+    """torch's optimizer convention: `closure` re-evaluates the loss (with gradients on) when given."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
 
 
 def _orthogonalise_float32(matrix: torch.Tensor, coefficients, steps: int, eps: float) -> torch.Tensor:
