@@ -98,10 +98,10 @@ def native_bf16(device: torch.device) -> bool:
     Intel Cooper Lake). There bf16 autocast made the condition transformer's step 1.3x faster on
     two threads (AMX and AVX512-BF16 alike) and 1.4-1.5x on one (BENCHMARKS.md, "Mixed
     precision"); a CPU with neither (AVX2 only) would emulate bf16, slower than float32."""
-    if device.type == "cuda":
-        return True
+    if device.type != "cpu":
+        return device.type == "cuda"
     capabilities = torch.cpu.get_capabilities()
-    return device.type == "cpu" and bool(capabilities.get("amx_tile") or capabilities.get("avx512_bf16"))
+    return bool(capabilities.get("amx_tile") or capabilities.get("avx512_bf16"))
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):
