@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import sys
 
+from clipgen.engine.allocator import keep_freed_memory
 from clipgen.errors import input_errors_exit
 
 # command name -> (module under clipgen.commands, one-line help)
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None, *, exit_on_error: bool | None = None) ->
     ends it as argparse's own errors do: `clipgen COMMAND: error: ...` on stderr and SystemExit(2)
     (clipgen/errors.py). A caller that passes argv gets the exception itself unless it asks."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # every step reuses the pages of the last (engine/allocator.py)
     if exit_on_error is None:
         exit_on_error = argv is None
     with input_errors_exit(f"clipgen {args.command}") if exit_on_error else contextlib.nullcontext():
@@ -58,6 +60,7 @@ def run_script(command, description: str) -> int:
     parser = argparse.ArgumentParser(description=description)
     command.add_arguments(parser)
     args = parser.parse_args()
+    keep_freed_memory()
     with input_errors_exit(parser.prog):
         return int(command.run(args) or 0)
 

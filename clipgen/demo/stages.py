@@ -88,8 +88,10 @@ def _model_of(cfg):
 def _worker_threads(threads: int) -> None:
     import torch
 
+    from clipgen.engine.allocator import keep_freed_memory
     from clipgen.engine.logging import setup_console_logging
 
+    keep_freed_memory()  # a spawned interpreter: the parent's malloc settings are not inherited
     torch.set_num_threads(threads)
     setup_console_logging(True)
 
