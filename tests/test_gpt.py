@@ -93,16 +93,17 @@ def test_param_groups_decay_only_matrices():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("bias,rope", [(False, True), (True, False), (True, True)])
-def test_the_cached_decoding_step_gives_the_logits_of_the_general_forward_bit_for_bit(dtype, bias, rope):
+@pytest.mark.parametrize("bias,rope,mlp_ratio", [(False, True, 4), (True, False, 4), (True, True, 4), (False, True, 2)])
+def test_the_cached_decoding_step_gives_the_logits_of_the_general_forward_bit_for_bit(dtype, bias, rope, mlp_ratio):
     # the sampler's one-position step (_DecodeStep) writes the preallocated cache in place; the
     # general forward (_run) writes its own copy; both must agree exactly at every position
     from clipgen.models.gpt import KVCache, _DecodeStep
 
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=37, block_size=16, cond_dim=12, n_prefix=3, n_layer=2, n_head=2, n_embd=16, bias=bias,
-                    cond_every_token=True, cond_every_layer=True, rope_2d=rope)  # fmt: skip
+                    cond_every_token=True, cond_every_layer=True, rope_2d=rope, mlp_ratio=mlp_ratio)  # fmt: skip
     model = ConditionTransformer(cfg).to(dtype).eval()
+    assert model.blocks[0].mlp[0].out_features == mlp_ratio * cfg.n_embd
     cond = torch.randn(4, 12, dtype=dtype)
     prefix, token_bias, layer_bias = model._sampling_conditions(cond, guided=True)
     general, fast = (KVCache(cfg, 8, "cpu", dtype) for _ in range(2))

@@ -41,6 +41,9 @@ class GPTConfig:
     n_layer: int = 24
     n_head: int = 16
     n_embd: int = 1024
+    # each block's MLP is mlp_ratio × n_embd wide (GPT-2's 4). The demo's shapes32 takes a third
+    # layer with a 2× MLP: the same products per token as 2 layers of 4×, 2 points more shape
+    mlp_ratio: int = 4
     dropout: float = 0.0
     bias: bool = False  # biases in Linear and LayerNorm (nanoGPT: False is a little better and faster)
     cond_every_token: bool = False  # also add a projection of the condition to every token's input
@@ -113,9 +116,9 @@ class Block(nn.Module):
         self.attn = SelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = nn.Sequential(
-            nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias),
+            nn.Linear(config.n_embd, config.mlp_ratio * config.n_embd, bias=config.bias),
             nn.GELU(),
-            nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias),
+            nn.Linear(config.mlp_ratio * config.n_embd, config.n_embd, bias=config.bias),
             nn.Dropout(config.dropout),
         )
 
