@@ -14,6 +14,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from clipgen.engine.allocator import keep_freed_memory
 from clipgen.errors import input_errors_exit, read_text_file
 
 
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
                         help="the CLIP that ranks candidates, KIND:PATH[;KEY=VALUE...] (default: the one the run was conditioned on)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as every clipgen command does (clipgen/engine/allocator.py)
     with input_errors_exit(parser.prog):  # a bad input is one line and status 2; a bug, a traceback
         return sample(args)
 

@@ -75,8 +75,10 @@ def child(what: str, kept: bool, steps: int, warmup: int) -> dict:
 
 def measure(what: str, kept: bool, steps: int, warmup: int) -> dict:
     command = [sys.executable, __file__, "--child", what, "--steps", str(steps), "--warmup", str(warmup)]
-    out = subprocess.run(command + (["--kept"] if kept else []), capture_output=True, text=True, check=True).stdout
-    return json.loads(out.splitlines()[-1])
+    done = subprocess.run(command + (["--kept"] if kept else []), capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"the {'kept' if kept else 'default'} {what} step failed:\n{done.stderr}")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def main() -> None:
@@ -103,7 +105,8 @@ def main() -> None:
                 best[kept] = row if best[kept] is None or row["ms"] < best[kept]["ms"] else best[kept]
         for kept, row in best.items():
             ratio = f"{best[False]['ms'] / row['ms']:>12.2f}x" if kept else ""
-            print(f"{what:<6} {'kept' if kept else 'default':<8} {row['ms']:>8.1f} {row['faults']:>12.0f} {row['sys_ms']:>12.1f} {ratio:>13}", flush=True)
+            malloc = "kept" if kept else "default"
+            print(f"{what:<6} {malloc:<8} {row['ms']:>8.1f} {row['faults']:>12.0f} {row['sys_ms']:>12.1f} {ratio:>13}", flush=True)
 
 
 if __name__ == "__main__":

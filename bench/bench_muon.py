@@ -124,7 +124,8 @@ def model_for(base: GPTTrainConfig, size: str) -> ConditionTransformer:
     if size == "shapes32":
         return ConditionTransformer(base.model)
     layers, width = (int(x) for x in size.split("x"))
-    return ConditionTransformer(replace(base.model, n_layer=layers, n_embd=width, n_head=max(1, width // 64)))
+    # GPT-2's 4x MLP, as these sizes were first measured with (shapes32's own is 2x since 4125b01)
+    return ConditionTransformer(replace(base.model, n_layer=layers, n_embd=width, n_head=max(1, width // 64), mlp_ratio=4))
 
 
 def optimizer_part(model, base: GPTTrainConfig, kind: str, part: str):

@@ -4,7 +4,8 @@
     flock /tmp/clipgen-timing.lock python bench/bench_sampler_steps.py --scales demo --top-k 500 --top-p 0.95
     flock /tmp/clipgen-timing.lock python bench/bench_sampler_steps.py --before none      # the working tree only
 
-Scales: "demo" is configs/gpt/shapes32.yaml (2 layers × 128, 64 tokens, 512 codes: its weights fit
+Scales: "demo" is configs/gpt/shapes32.yaml (3 layers × 128 with a 2× MLP, 64 tokens, 512 codes; 2 layers of
+4× before 4125b01, as BENCHMARKS.md's demo-scale step times were measured: its weights fit
 in cache, so a step is overhead: Python, dispatch, small ops); "paper" is
 configs/gpt/medium_f16_16384.yaml (24 × 1024, 256 tokens, 16384 codes, ~351M parameters, 1.4 GB
 of fp32 weights: a step is bound by memory bandwidth). Both carry random weights (seed 0). Each

@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import cpu_name  # noqa: E402
+from clipgen.engine.allocator import keep_freed_memory  # noqa: E402
 from clipgen.data.shapes_shards import make_shapes  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
 from clipgen.engine.dist import init_distributed  # noqa: E402
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", choices=["auto", "fp32", "bf16"], help="run.precision values to compare")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; each row keeps its best")
     args = parser.parse_args()
+    keep_freed_memory()  # as every clipgen command and script does (bench/bench_allocator.py: without it)
     overrides = bench_overrides(args.gan) + args.overrides
     cfg = load_config(VQGANTrainConfig, args.config, overrides)
     device = "cuda" if torch.cuda.is_available() and cfg.run.device != "cpu" else "cpu"

@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import cpu_name  # noqa: E402
+from clipgen.engine.allocator import keep_freed_memory  # noqa: E402
 from bench.revision import config_as_of, load_revision  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
 from clipgen.models.gpt import ConditionTransformer  # noqa: E402
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--before", help="git revision: time its model code against the working tree's")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (over the variants, or before/after); each keeps its best")
     args = parser.parse_args()
+    keep_freed_memory()  # as every clipgen command and script does (bench/bench_allocator.py: without it)
     base = load_config(GPTTrainConfig, args.config)
     cpu = cpu_name()
     print(f"{cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads")
