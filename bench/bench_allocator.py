@@ -40,19 +40,13 @@ def gpt_step():
 
 
 def vqgan_step():
-    import torch
-
-    from bench.bench_vqgan import bench_overrides
+    from bench.bench_vqgan import bench_overrides, make_step
     from clipgen.config import load_config
-    from clipgen.engine.dist import init_distributed
-    from clipgen.train.vqgan import VQGANTask, VQGANTrainConfig
+    from clipgen.train.vqgan import VQGANTrainConfig
 
     config = str(Path(__file__).resolve().parents[1] / "configs/vqgan/shapes32.yaml")
-    cfg = load_config(VQGANTrainConfig, config, bench_overrides(gan=False))
-    task = VQGANTask(cfg, init_distributed("cpu"))
-    batch = {"image": torch.rand(16, 3, 32, 32) * 2 - 1}
-    counter = iter(range(10**9))
-    return lambda: task.train_step([batch], next(counter))
+    cfg = load_config(VQGANTrainConfig, config, [*bench_overrides(gan=False), "run.device=cpu"])
+    return make_step(cfg, batch_size=16)[0]
 
 
 def child(what: str, kept: bool, steps: int, warmup: int) -> dict:

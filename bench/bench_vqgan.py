@@ -15,6 +15,7 @@ and the ratio compares to the first precision at that batch size.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -26,27 +27,34 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import cpu_name  # noqa: E402
-from clipgen.engine.allocator import keep_freed_memory  # noqa: E402
 from clipgen.data.shapes_shards import make_shapes  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
+from clipgen.engine.allocator import keep_freed_memory  # noqa: E402
 from clipgen.engine.dist import init_distributed  # noqa: E402
 from clipgen.train.vqgan import VQGANTask, VQGANTrainConfig  # noqa: E402
 
 
-def time_steps(cfg: VQGANTrainConfig, batch_size: int, warmup: int, steps: int) -> float:
-    """Seconds per optimizer step."""
+def make_step(cfg: VQGANTrainConfig, batch_size: int):
+    """(a closure running one full optimizer step on random images -> None, the device)."""
     info = init_distributed(cfg.run.device)
     task = VQGANTask(cfg, info)
     size = cfg.model.resolution
     batch = {"image": torch.rand(batch_size, 3, size, size, device=info.device) * 2 - 1}
-    for step in range(warmup):
-        task.train_step([batch], step)
-    if info.device.type == "cuda":
+    counter = itertools.count()
+    return lambda: task.train_step([batch], next(counter)), info.device
+
+
+def time_steps(cfg: VQGANTrainConfig, batch_size: int, warmup: int, steps: int) -> float:
+    """Seconds per optimizer step."""
+    step, device = make_step(cfg, batch_size)
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for step in range(warmup, warmup + steps):
-        task.train_step([batch], step)
-    if info.device.type == "cuda":
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 

@@ -35,9 +35,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import cpu_name  # noqa: E402
-from clipgen.engine.allocator import keep_freed_memory  # noqa: E402
 from bench.revision import config_as_of, load_revision  # noqa: E402
 from clipgen.config import load_config  # noqa: E402
+from clipgen.engine.allocator import keep_freed_memory  # noqa: E402
 from clipgen.models.gpt import ConditionTransformer  # noqa: E402
 from clipgen.engine.trainer import autocast_context, autocast_dtype  # noqa: E402
 from clipgen.train.gpt import GPTTrainConfig, make_optimizer  # noqa: E402
